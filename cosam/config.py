@@ -11,8 +11,8 @@ Profiles (the single switch between a seconds-long test and the paper protocol):
 * ``smoke``: tests. Generated data (``data.root="synthetic"``), random-weight ``vit_t`` at 64 px,
   2 epochs. Seconds.
 * ``cpu`` (default): real pretrained ``vit_t`` at 512 px on all 8 domains and the probe, frozen
-  encoder with cached features, at most 48 train images per domain, every test image, 8 epochs
-  per task. About 10 minutes for zero-shot + sequential + joint on 2 cores.
+  encoder with cached features, at most 32 train images per domain, every test image, 8 epochs
+  per task at lr 1e-4. About 15 minutes for zero-shot + sequential + joint on 2 cores.
 * ``paper``: the reference protocol (§5): 1024 px, large-scale jitter + flip (no feature cache),
   24 epochs, batch 4, Adam 1e-3, StepLR(10, 0.1), 12544 loss points, all images.
 """
@@ -127,9 +127,11 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "progress": False,
     },
     "cpu": {
-        "data": {"train_cap": 48, "test_cap": None, "probe_cap": None},
+        "data": {"train_cap": 32, "test_cap": None, "probe_cap": None},
         "model": {"backbone": "vit_t", "image_size": 512},
-        "train": {"epochs": 8, "batch_size": 4, "lr_step": 6, "augment": "none", "loss_points": 4096},
+        # lr 1e-4: the SAM-initialised HQ branch drifts at the reference's 1e-3 on 32 images
+        # (RSDD_I, 6 epochs: zero-shot 7.0 -> 34.4 IoU at 1e-4, 29.2 at 1e-3).
+        "train": {"epochs": 8, "batch_size": 4, "lr": 1e-4, "lr_step": 6, "augment": "none", "loss_points": 4096},
     },
     "paper": {
         "model": {"backbone": "vit_t", "image_size": 1024},

@@ -96,6 +96,13 @@ def run_dir_for(cfg: Config) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB; Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def task_generator(seed: int, step: int) -> torch.Generator:
     """The generator of one training step; depends only on (seed, step), so resume is exact."""
     return torch.Generator().manual_seed(1_000_003 * int(seed) + 7919 * int(step) + 17)
@@ -264,8 +271,12 @@ class RunLock:
         self.fd: Optional[int] = None
 
     def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:
+            raise CosamError(f"cannot write the run folder {self.path.parent}: {exc.strerror or exc} "
+                             f"(choose a writable results_dir)") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -394,7 +405,7 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context) -> Path:
             if step < start_step:
                 continue
             gen = task_generator(cfg.seed, step)
-            samples = [(s, t.task_id) for t in exp.tasks for s in t.train]
+            samples = strategy.training_samples(exp)
             source = TrainSource(samples, strategy, cfg, cache, store)
             strategy.before_task(exp)
             stats = fit(strategy, source, cfg, gen, desc=f"{cfg.method} {step}/{len(experiences)} {exp.name}")
@@ -406,7 +417,8 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context) -> Path:
             timing["train_s"] += stats["seconds"]
             timing["eval_s"] += eval_s
             timing["steps"].append({"step": step, "name": exp.name, "n_train": len(source), "train_s": stats["seconds"],
-                                    "eval_s": eval_s, "loss": stats["loss"]})
+                                    "epoch_s": stats["seconds"] / max(stats["epochs"], 1), "eval_s": eval_s,
+                                    "peak_rss_mb": peak_rss_mb(), "loss": stats["loss"]})
             log.info("%s step %d (%s): IoU on it %.3f", cfg.method, step, exp.name,
                      iou.get(exp.name, float("nan")) if len(exp.tasks) == 1 else float("nan"))
             checkpoint(step)
@@ -435,4 +447,6 @@ def _write_results(run_dir: Path, matrix: TaskMatrix, strategy: Strategy, timing
     write_csv(run_dir / "per_image.csv", per_rows)
     write_json(run_dir / "costs.json", {**strategy.cost(), "timing": timing})
     write_json(run_dir / "timing.json", timing)
+    for name, obj in strategy.artifacts().items():
+        write_json(run_dir / f"{name}.json", obj)
     (run_dir / "DONE").write_text("finished\n")

@@ -91,6 +91,10 @@ class Strategy(nn.Module):
         return [Experience(i, (t,)) for i, t in enumerate(tasks)]
 
     # ---- hooks --------------------------------------------------------------------------
+    def training_samples(self, exp: Experience) -> List[Tuple[Any, int]]:
+        """(sample, task_id) pairs to train on for ``exp``; replay methods add their buffer."""
+        return [(s, t.task_id) for t in exp.tasks for s in t.train]
+
     def before_task(self, exp: Experience) -> None:
         """Called before training on ``exp``."""
 
@@ -153,6 +157,10 @@ class Strategy(nn.Module):
         """Parameter counts: trainable now, and stored per task (what a deployment keeps)."""
         n = sum(p.numel() for p in self.trainable_parameters())
         return {"trainable_params": n, "stored_params_per_task": 0, "stored_params_total": n}
+
+    def artifacts(self) -> Dict[str, Any]:
+        """JSON-able records written beside the results (e.g. a replay buffer's contents)."""
+        return {}
 
     def options_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self.opts)

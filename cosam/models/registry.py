@@ -228,8 +228,10 @@ def build_sam(
         raise ConfigError(f"backbone {name} runs only at {spec.native_size} px (got model.image_size={size})")
     if size % unit:
         raise ConfigError(f"model.image_size={size} must be a multiple of {unit} for backbone {name}")
-    model = SamModel(spec.build_encoder(size), image_size=size, embed_stride=spec.embed_stride,
-                     normalization=spec.normalization, backbone=name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random weights are one fixed set per backbone, as weights_id "<name>-random" says
+        model = SamModel(spec.build_encoder(size), image_size=size, embed_stride=spec.embed_stride,
+                         normalization=spec.normalization, backbone=name)
     if pretrained:
         path = Path(checkpoint) if checkpoint else find_checkpoint(name, weights_dir)
         if path is None:

@@ -1,0 +1,183 @@
+"""Command line: ``python -m cosam {run,study,check-data,methods}``.
+
+    python -m cosam run --method sequential --order shuffled --seed 0 --profile cpu
+    python -m cosam run --method joint --set train.epochs=2 --set data.train_cap=16
+    python -m cosam study                      # zero-shot + sequential + joint, cpu profile
+    python -m cosam check-data /path/to/data   # validate a folder in the benchmark layout
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .config import PROFILES, make_config
+from .errors import CosamError
+
+log = logging.getLogger("cosam")
+
+STUDY_METHODS = ("zeroshot", "sequential", "joint")
+
+
+def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    o: Dict[str, Any] = {}
+    if getattr(args, "method", None):
+        o["method"] = args.method
+    if args.seed is not None:
+        o["seed"] = args.seed
+    if args.order:
+        o.setdefault("data", {})["order"] = args.order if "," not in args.order else args.order.split(",")
+    if args.data:
+        o.setdefault("data", {})["root"] = args.data
+    if args.results_dir:
+        o["results_dir"] = args.results_dir
+    if args.backbone:
+        o.setdefault("model", {})["backbone"] = args.backbone
+    return o
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import run
+
+    cfg = make_config(args.profile, _overrides(args), args.set)
+    t0 = time.perf_counter()
+    path = run(cfg, force=args.force)
+    _print_run(path)
+    print(f"run folder: {path}  ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def _print_run(path: Path) -> None:
+    from .report import load_run, markdown_table, matrix_markdown, summary_rows
+
+    rec = load_run(path)
+    print(f"\n{rec.method} — {'SYNTHETIC DATA' if rec.synthetic else 'real data'} — IoU matrix (%):")
+    print(matrix_markdown(rec.matrix))
+    print(markdown_table(summary_rows([rec]), ["method", "last_iou", "avg_iou", "ff_iou", "last_biou", "avg_biou", "ff_biou"],
+                         pct=["last_iou", "avg_iou", "ff_iou", "last_biou", "avg_biou", "ff_biou"]))
+
+
+def run_study(profile: str, methods: Sequence[str], overrides: Dict[str, Any], dotted: Sequence[str] = (),
+              force: bool = False, out_dir: Optional[Path] = None) -> Path:
+    """Run ``methods`` on one profile in one process (shared model and feature cache), then
+    write ``study.md``, ``summary.csv``, ``per_domain.csv`` and ``timing.csv`` into ``out_dir``."""
+    from .engine import Context, run
+    from .io import write_csv, write_text
+    from .report import data_label, load_run, markdown_table, matrix_markdown, per_domain_rows, summary_rows
+
+    ctx = Context()
+    runs = {}
+    t_all = time.perf_counter()
+    walls = {}
+    for m in methods:
+        cfg = make_config(profile, {**overrides, "method": m}, dotted)
+        t0 = time.perf_counter()
+        runs[m] = load_run(run(cfg, force=force, ctx=ctx))
+        walls[m] = time.perf_counter() - t0
+        log.info("%s finished in %.0f s", m, walls[m])
+    wall = time.perf_counter() - t_all
+    first = next(iter(runs.values()))
+    out = Path(out_dir) if out_dir else first.path.parent / "study"
+    recs = list(runs.values())
+    summary = summary_rows(recs)
+    per_domain = per_domain_rows(runs.get("zeroshot"), runs.get("sequential"), runs.get("joint"))
+    timing = [{"method": m, "wall_s": walls[m], "encode_s": r.timing.get("encode_s"), "train_s": r.timing.get("train_s"),
+               "eval_s": r.timing.get("eval_s")} for m, r in runs.items()]
+    write_csv(out / "summary.csv", summary)
+    write_csv(out / "per_domain.csv", per_domain)
+    write_csv(out / "timing.csv", timing)
+    pct = [k for k in summary[0] if k.endswith(("_iou", "_biou")) or k.startswith("probe")]
+    res = first.meta["resolved"]
+    text = [
+        f"# cosam study — profile `{profile}`",
+        "",
+        f"Data: **{data_label(recs)}**. Backbone `{res['backbone']}` at {res['image_size']} px "
+        f"(`{res['checkpoint']}`); order {', '.join(res['order'])}; seed {first.meta['config']['seed']}.",
+        "",
+        "## Last / Avg / FF (IoU and BIoU, %)",
+        "",
+        markdown_table(summary, pct=pct),
+        "## Per task (IoU, %): zero-shot, sequential right after its task and after the last task, joint",
+        "",
+        markdown_table(per_domain, pct=["zero_shot", "sequential_own", "sequential_last", "forgetting", "joint"]),
+    ]
+    if "sequential" in runs:
+        text += ["## Sequential task matrix (IoU, %)", "", matrix_markdown(runs["sequential"].matrix)]
+    text += ["## Time (s)", "", markdown_table(timing + [{"method": "total", "wall_s": wall}]), ""]
+    write_text(out / "study.md", "\n".join(text))
+    return out
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    out = run_study(args.profile, args.methods, _overrides(args), args.set, args.force)
+    print((out / "study.md").read_text())
+    print(f"study written to {out}  ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from .data.check import check_data
+
+    report = check_data(Path(args.root), args.layout, allow_nonbinary=args.allow_nonbinary)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import METHODS
+
+    for name, cls in METHODS.items():
+        print(f"{name:12s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cosam", description="Continual adaptation of SAM (CoSAM / MoDA).")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--profile", default="cpu", choices=list(PROFILES))
+        sp.add_argument("--order", help="paper | reverse | shuffled | comma-separated task names")
+        sp.add_argument("--seed", type=int)
+        sp.add_argument("--data", help="data root (default: $COSAM_DATA, ../shared/data/cosam-mini, else synthetic)")
+        sp.add_argument("--backbone", help="vit_t | litemedsam | vit_b | vit_l | vit_h")
+        sp.add_argument("--results-dir", dest="results_dir")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. train.epochs=3")
+        sp.add_argument("--force", action="store_true", help="rerun even if a finished run exists")
+
+    r = sub.add_parser("run", help="run one method over the task sequence")
+    r.add_argument("--method", required=True)
+    common(r)
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("study", help="the default study: zero-shot, sequential, joint")
+    s.add_argument("--methods", nargs="+", default=list(STUDY_METHODS))
+    common(s)
+    s.set_defaults(fn=cmd_study)
+    c = sub.add_parser("check-data", help="validate a data folder in the benchmark layout")
+    c.add_argument("root")
+    c.add_argument("--layout", default="cosam-mini")
+    c.add_argument("--allow-nonbinary", action="store_true")
+    c.set_defaults(fn=cmd_check_data)
+    m = sub.add_parser("methods", help="list the methods")
+    m.set_defaults(fn=cmd_methods)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.cmd in ("run", "study") else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.fn(args)
+    except CosamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Tables over finished runs: read run folders, never recompute results.
+
+Every table carries a ``data`` column/caption that says "SYNTHETIC" when the run used the
+generated benchmark, so a synthetic number is never mistaken for a real one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .io import read_json
+from .metrics import TaskMatrix, fmt_pct
+
+
+@dataclass
+class RunRecord:
+    """A finished run folder, loaded."""
+
+    path: Path
+    meta: Dict[str, Any]
+    matrix: TaskMatrix
+    costs: Dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return self.meta["config"]["method"]
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.meta["resolved"]["synthetic"])
+
+    @property
+    def timing(self) -> Dict[str, Any]:
+        return self.costs.get("timing", {})
+
+
+def load_run(path: Path) -> RunRecord:
+    path = Path(path)
+    if not (path / "DONE").exists():
+        raise FileNotFoundError(f"{path} is not a finished run (no DONE file); run it first")
+    return RunRecord(path, read_json(path / "config.json"), TaskMatrix.from_dict(read_json(path / "matrix.json")),
+                     read_json(path / "costs.json"))
+
+
+def data_label(runs: Sequence[RunRecord]) -> str:
+    if any(r.synthetic for r in runs):
+        return "SYNTHETIC generated data (not a real benchmark result)"
+    roots = sorted({r.meta["resolved"]["data_root"] for r in runs})
+    return f"real data: {', '.join(roots)}"
+
+
+def summary_rows(runs: Sequence[RunRecord]) -> List[Dict[str, Any]]:
+    """One row per run: Last/Avg/FF/BWT for IoU and BIoU, probe retention, cost (Table 2 layout)."""
+    rows = []
+    for r in runs:
+        row: Dict[str, Any] = {"method": r.method, "data": "synthetic" if r.synthetic else "real"}
+        for metric in ("iou", "biou"):
+            s = r.matrix.summary(metric)
+            for k in ("last", "avg", "ff", "bwt"):
+                row[f"{k}_{metric}"] = s[k]
+        s = r.matrix.summary("iou")
+        row["probe_zero_shot"] = s["probe_zero_shot"]
+        row["probe_last"] = s["probe_last"]
+        row["trainable_params"] = r.costs.get("trainable_params")
+        row["train_s"] = r.timing.get("train_s")
+        rows.append(row)
+    return rows
+
+
+def per_domain_rows(zeroshot: Optional[RunRecord], sequential: Optional[RunRecord], joint: Optional[RunRecord]) -> List[Dict[str, Any]]:
+    """Per task: zero-shot IoU, sequential right after its own task and after the last, joint.
+
+    Columns are in training order of the sequential run; "own" is a[t][t] (the diagonal).
+    """
+    ref = sequential or joint or zeroshot
+    if ref is None:
+        return []
+    m = ref.matrix
+    rows = []
+    for j, name in enumerate(m.tasks + ([m.probe] if m.probe else [])):
+        row: Dict[str, Any] = {"task": name}
+        row["zero_shot"] = zeroshot.matrix.value("iou", 0, name) if zeroshot else math.nan
+        if sequential is not None:
+            sm = sequential.matrix
+            own = sm.value("iou", j + 1, name) if name in sm.tasks and j + 1 < sm.n_rows else math.nan
+            row["sequential_own"] = own
+            row["sequential_last"] = sm.value("iou", sm.n_rows - 1, name)
+            row["forgetting"] = own - row["sequential_last"] if name in sm.tasks else math.nan
+        row["joint"] = joint.matrix.value("iou", joint.matrix.n_rows - 1, name) if joint else math.nan
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None, pct: Sequence[str] = ()) -> str:
+    """Rows as a markdown table; columns in ``pct`` are shown as percentages with one decimal."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(columns or rows[0].keys())
+
+    def cell(c: str, v: Any) -> str:
+        if c in pct:
+            return fmt_pct(v)
+        if isinstance(v, float):
+            return "–" if not math.isfinite(v) else f"{v:.1f}"
+        return "–" if v is None else str(v)
+
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(cell(c, r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def matrix_markdown(m: TaskMatrix, metric: str = "iou") -> str:
+    """The task matrix (rows: evaluation points; columns: tasks + probe) in percent."""
+    arr = m.array(metric)
+    rows = []
+    for i, label in enumerate(m.rows):
+        rows.append({"after": f"{i} {label}", **{c: arr[i, j] for j, c in enumerate(m.columns)}})
+    return markdown_table(rows, ["after"] + m.columns, pct=m.columns)
