@@ -122,7 +122,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
     "smoke": {
         "data": {"root": "synthetic", "train_cap": 8, "test_cap": 4, "probe_cap": 4},
         "model": {"backbone": "vit_t", "image_size": 64, "pretrained": False, "fallback_backbone": None},
-        "train": {"epochs": 2, "batch_size": 4, "lr_step": 1, "augment": "none", "loss_points": 256},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 1e-4, "lr_step": 1, "augment": "none", "loss_points": 256},
         "eval": {"batch_size": 8},
         "progress": False,
     },

@@ -31,6 +31,7 @@ from .data.reader import SamplePath, load_pair
 from .data.synthetic import make_synthetic_benchmark
 from .data.transforms import large_scale_jitter
 from .errors import CheckpointError, ConfigError, CosamError
+from . import faults
 from .features import FeatureCache, SampleStore
 from .io import REPO_ROOT, provenance, read_json, torch_save, write_csv, write_json
 from .methods import get_method
@@ -196,6 +197,7 @@ def fit(strategy: Strategy, source: TrainSource, cfg: Config, gen: torch.Generat
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             opt.step()
+            faults.point("train")
             total += float(losses["loss"].detach())
             n += 1
             bar.update(1)
@@ -253,6 +255,7 @@ def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: Sa
             logits = strategy.predict(emb, interm, prompts, tids)
             scores.extend(score_logits(logits, es.gts[sl]))
         per_image[es.name] = scores
+        faults.point("eval")
         iou[es.name] = sum(s[0] for s in scores) / len(scores)
         biou[es.name] = sum(s[1] for s in scores) / len(scores)
     return iou, biou, per_image
@@ -319,12 +322,54 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
             raise CosamError(f"{run_dir} holds a finished run with a different config; pass --force to overwrite it or set run_name")
         log.info("%s is finished; reusing it (pass --force to rerun)", run_dir)
         return run_dir
-    with RunLock(run_dir):
-        return _run_locked(cfg, run_dir, force, ctx or Context())
-
-
-def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context) -> Path:
+    ctx = ctx or Context()
     method_cls = get_method(cfg.method)
+    t_start = time.perf_counter()
+    bench = _prepare(cfg, ctx)  # every input is read and validated before anything is written
+    with RunLock(run_dir):
+        try:
+            return _run_locked(cfg, run_dir, force, ctx, bench, method_cls, t_start)
+        except BaseException:
+            _remove_if_empty(run_dir)
+            raise
+
+
+def _prepare(cfg: Config, ctx: Context) -> Benchmark:
+    """Resolve data and model, and load every image/mask pair once (bad input fails here)."""
+    root = resolve_data_root(cfg)
+    bench = build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
+                            cfg.data.probe_cap, cfg.data.include_probe)
+    key = (cfg.model.backbone, cfg.model.checkpoint, cfg.model.image_size, cfg.model.pretrained, cfg.model.weights_dir,
+           cfg.data.allow_nonbinary_masks)
+    if ctx.model is None or ctx.key != key:
+        ctx.model = build_model(cfg)
+        ctx.key = key
+        ctx.store = SampleStore(ctx.model.image_size, cfg.data.allow_nonbinary_masks)
+        ctx.cache = FeatureCache(default_cache_dir(cfg) / "features", ctx.model, cfg.train.cache_dtype,
+                                 progress=cfg.progress, enabled=cfg.train.cache_features)
+    assert ctx.store is not None
+    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
+        for sample in list(task.train) + list(task.test):
+            ctx.store.get(sample)
+    return bench
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """After a failure, remove a run folder that holds no finished step (no partial result)."""
+    state = run_dir / "state"
+    if (run_dir / "DONE").exists() or list(state.glob("step_*.pt")):
+        return
+    for name in ("config.json", ".lock"):
+        (run_dir / name).unlink(missing_ok=True)
+    for d in (state, run_dir):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Benchmark, method_cls: Any,
+                t_start: float) -> Path:
     state_dir = run_dir / "state"
     if force:
         for p in list(state_dir.glob("step_*.pt")) + [run_dir / "DONE"]:
@@ -334,20 +379,9 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context) -> Path:
         old = read_json(cfg_path)["config"]
         if _comparable(old) != _comparable(cfg.to_dict()):
             raise CosamError(f"{run_dir} holds an unfinished run with a different config; pass --force to restart it or set run_name")
-
-    t_start = time.perf_counter()
-    root = resolve_data_root(cfg)
-    bench = build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
-                            cfg.data.probe_cap, cfg.data.include_probe)
-    key = (cfg.model.backbone, cfg.model.checkpoint, cfg.model.image_size, cfg.model.pretrained, cfg.model.weights_dir)
-    if ctx.model is None or ctx.key != key:
-        ctx.model = build_model(cfg)
-        ctx.key = key
-        ctx.store = SampleStore(ctx.model.image_size, cfg.data.allow_nonbinary_masks)
-        ctx.cache = FeatureCache(default_cache_dir(cfg) / "features", ctx.model, cfg.train.cache_dtype,
-                                 progress=cfg.progress, enabled=cfg.train.cache_features)
+    root = bench.root
     model, cache, store = ctx.model, ctx.cache, ctx.store
-    assert cache is not None and store is not None
+    assert model is not None and cache is not None and store is not None
     enc0 = cache.encode_seconds
 
     torch.manual_seed(cfg.seed)
@@ -387,6 +421,7 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context) -> Path:
     def checkpoint(step: int) -> None:
         torch_save(state_dir / f"step_{step}.pt", {"strategy": strategy.method_state(), "matrix": matrix.to_dict(),
                                                    "timing": timing, "step": step})
+        faults.point("checkpoint")
         for old in state_dir.glob("step_*.pt"):
             if int(old.stem.split("_")[1]) < step:
                 old.unlink(missing_ok=True)
@@ -432,6 +467,7 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context) -> Path:
 def _write_results(run_dir: Path, matrix: TaskMatrix, strategy: Strategy, timing: Dict[str, Any], cfg: Config,
                    bench: Benchmark) -> None:
     write_json(run_dir / "matrix.json", matrix.to_dict())
+    faults.point("write")
     write_csv(run_dir / "matrix.csv", matrix.to_long_rows())
     rows = []
     for metric in ("iou", "biou"):
@@ -447,6 +483,7 @@ def _write_results(run_dir: Path, matrix: TaskMatrix, strategy: Strategy, timing
     write_csv(run_dir / "per_image.csv", per_rows)
     write_json(run_dir / "costs.json", {**strategy.cost(), "timing": timing})
     write_json(run_dir / "timing.json", timing)
+    faults.point("write")
     for name, obj in strategy.artifacts().items():
         write_json(run_dir / f"{name}.json", obj)
     (run_dir / "DONE").write_text("finished\n")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .data.prompts import box_from_label
 from .data.reader import SamplePath, load_pair
 from .data.transforms import resize_eval
+from . import faults
 from .errors import CosamError
 from .io import torch_save
 from .models.sam import SamModel
@@ -162,6 +163,7 @@ class FeatureCache:
                         except CosamError as exc:
                             log.warning("feature cache not written (%s); continuing in memory", exc)
                             self.enabled = False
+                    faults.point("encode")
                 bar.update(len(idx))
             bar.close()
             self.encode_seconds += time.perf_counter() - t0

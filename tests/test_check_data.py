@@ -4,7 +4,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cosam.cli import main
 from cosam.data import LAYOUTS, make_synthetic_benchmark
@@ -71,9 +73,6 @@ def test_broken_benchmark_reports_every_problem(synth: Path) -> None:
 
 def test_nonbinary_mask_needs_allow_nonbinary(synth: Path) -> None:
     """A grey-level mask is a problem by default and accepted with allow_nonbinary=True."""
-    from PIL import Image
-    import numpy as np
-
     mask = sorted((synth / LAYOUTS["cosam-mini"]["BSData"].test.mask_dir).glob("*.png"))[0]
     arr = np.asarray(Image.open(mask)).copy()
     arr[arr == 0] = 7  # a third value: no longer binary

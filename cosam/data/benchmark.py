@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cosam.data.custom import is_layout_file, load_custom_layout
 from cosam.data.domains import LAYOUTS, PROBE, PROBE_TASK_ID, TASK_IDS, DomainSpec, resolve_order
 from cosam.data.reader import SamplePath, check_root, list_samples
 from cosam.errors import ConfigError, DataError
@@ -115,7 +116,7 @@ def build_benchmark(
 
     Arguments:
       root (Path): the data root.
-      layout (str): a key of LAYOUTS.
+      layout (str): a key of LAYOUTS, or the path of a YAML/JSON domain list (cosam.data.custom).
       order (str or Sequence(str)): see resolve_order.
       seed (int): seeds a "shuffled" order.
       train_cap (int or None): at most this many training pairs per task (see cap_samples).
@@ -130,13 +131,21 @@ def build_benchmark(
       ConfigError: unknown layout, order or task name, or an invalid cap.
       DataError: the root, a domain folder or a split folder is missing, or a split is malformed.
     """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown data layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
     for value, key in ((train_cap, "train_cap"), (test_cap, "test_cap"), (probe_cap, "probe_cap")):
         _check_cap(value, key)
-    names = resolve_order(order, seed)
+    if is_layout_file(layout):
+        custom = load_custom_layout(Path(layout))
+        specs, universe, probe_name = custom.specs, custom.tasks, custom.probe
+        task_ids = {n: i for i, n in enumerate(universe)}
+        names = resolve_order(order, seed, universe=universe, probe=probe_name)
+    else:
+        if layout not in LAYOUTS:
+            raise ConfigError(
+                f"unknown data layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}, or a YAML file of domains"
+            )
+        specs, probe_name, task_ids = LAYOUTS[layout], PROBE, dict(TASK_IDS)
+        names = resolve_order(order, seed)
     root = check_root(root)
-    specs = LAYOUTS[layout]
 
     tasks: list[Task] = []
     for name in names:
@@ -146,14 +155,14 @@ def build_benchmark(
             raise ConfigError(f"domain {name!r} of layout {layout!r} has no training split and cannot be a task")
         train = list_samples(root, spec.train, name, "train")
         test = list_samples(root, spec.test, name, "test")
-        tasks.append(Task(name, TASK_IDS[name], cap_samples(train, train_cap), cap_samples(test, test_cap)))
+        tasks.append(Task(name, task_ids[name], cap_samples(train, train_cap), cap_samples(test, test_cap)))
 
     probe: Task | None = None
-    if include_probe:
-        spec = specs[PROBE]
+    if include_probe and probe_name is not None:
+        spec = specs[probe_name]
         _check_domain_folder(root, spec, layout)
-        test = list_samples(root, spec.test, PROBE, "test")
-        probe = Task(PROBE, PROBE_TASK_ID, (), cap_samples(test, probe_cap))
+        test = list_samples(root, spec.test, probe_name, "test")
+        probe = Task(probe_name, len(task_ids) if probe_name != PROBE else PROBE_TASK_ID, (), cap_samples(test, probe_cap))
 
     bench = Benchmark(
         root=root,

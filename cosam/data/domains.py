@@ -136,14 +136,20 @@ LAYOUTS: dict[str, dict[str, DomainSpec]] = {
 """
 
 
-def _valid_names_text() -> str:
+def _valid_names_text(universe: Sequence[str] = PAPER_ORDER) -> str:
     return (
         f"valid orders: {', '.join(NAMED_ORDERS)}, or a list / comma-separated string of task names "
-        f"from {', '.join(PAPER_ORDER)}"
+        f"from {', '.join(universe)}"
     )
 
 
-def resolve_order(order: str | Sequence[str], seed: int) -> list[str]:
+def resolve_order(
+    order: str | Sequence[str],
+    seed: int,
+    universe: Sequence[str] = PAPER_ORDER,
+    reverse: Sequence[str] | None = None,
+    probe: str | None = PROBE,
+) -> list[str]:
     """Turn an order setting into the list of task names to train in sequence.
 
     Arguments:
@@ -152,6 +158,9 @@ def resolve_order(order: str | Sequence[str], seed: int) -> list[str]:
         a comma-separated string of task names, or a sequence of task names. Names match
         case-insensitively. An explicit list may hold a subset of the tasks (short runs).
       seed (int): seeds the "shuffled" order; ignored otherwise.
+      universe, reverse, probe: the task names in "paper" order, the "reverse" order and the
+        probe's name; the CoSAM slots by default, a user layout's otherwise (reverse defaults
+        to REVERSE_ORDER for the CoSAM slots and to the reversed universe for others).
 
     Returns:
       (list(str)): canonical task names, no duplicates, at least one.
@@ -162,33 +171,35 @@ def resolve_order(order: str | Sequence[str], seed: int) -> list[str]:
     if isinstance(order, str):
         key = order.strip().lower()
         if key == "paper":
-            return list(PAPER_ORDER)
+            return list(universe)
         if key == "reverse":
-            return list(REVERSE_ORDER)
+            if reverse is not None:
+                return list(reverse)
+            return list(REVERSE_ORDER) if tuple(universe) == PAPER_ORDER else list(universe)[::-1]
         if key == "shuffled":
-            perm = np.random.default_rng(seed).permutation(len(PAPER_ORDER))
-            return [PAPER_ORDER[int(i)] for i in perm]
+            perm = np.random.default_rng(seed).permutation(len(universe))
+            return [universe[int(i)] for i in perm]
         names = [part.strip() for part in order.split(",") if part.strip()]
     else:
         names = [str(part).strip() for part in order]
 
     if not names:
-        raise ConfigError(f"task order {order!r} is empty; {_valid_names_text()}")
-    canonical = {n.lower(): n for n in PAPER_ORDER}
+        raise ConfigError(f"task order {order!r} is empty; {_valid_names_text(universe)}")
+    canonical = {n.lower(): n for n in universe}
     resolved: list[str] = []
     for name in names:
-        if name.lower() == PROBE.lower():
+        if probe is not None and name.lower() == probe.lower():
             raise ConfigError(
                 f"{name!r} in task order {order!r} is the zero-shot probe, evaluated after every task, "
-                f"not a task to train; {_valid_names_text()}"
+                f"not a task to train; {_valid_names_text(universe)}"
             )
         if name.lower() not in canonical:
-            raise ConfigError(f"unknown task order or task name {name!r} in order {order!r}; {_valid_names_text()}")
+            raise ConfigError(f"unknown task order or task name {name!r} in order {order!r}; {_valid_names_text(universe)}")
         resolved.append(canonical[name.lower()])
     duplicates = sorted({n for n in resolved if resolved.count(n) > 1})
     if duplicates:
         raise ConfigError(
             f"task order {order!r} names {', '.join(duplicates)} more than once; each task may appear "
-            f"once; {_valid_names_text()}"
+            f"once; {_valid_names_text(universe)}"
         )
     return resolved

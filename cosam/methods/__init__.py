@@ -5,10 +5,21 @@ from typing import Dict, Type
 
 from ..errors import ConfigError
 from .base import Batch, Experience, Strategy
+from .coda import CodaPrompt
+from .decoder_tuning import DecoderTuning
+from .dualprompt import DualPrompt
+from .ewc import EWC
 from .hq import HQSequential, Joint
+from .l2p import L2P
+from .lwf import LwF
+from .replay import Replay
+from .sam_adapter import SamAdapter
 from .zeroshot import ZeroShot
 
-METHODS: Dict[str, Type[Strategy]] = {cls.name: cls for cls in (ZeroShot, HQSequential, Joint)}
+METHODS: Dict[str, Type[Strategy]] = {
+    cls.name: cls
+    for cls in (ZeroShot, HQSequential, Joint, LwF, EWC, Replay, L2P, DualPrompt, CodaPrompt, DecoderTuning, SamAdapter)
+}
 
 
 def get_method(name: str) -> Type[Strategy]:

@@ -1,0 +1,142 @@
+"""CODA-Prompt in SAM's mask decoder (Table 2's "Coda-Prompt" row).
+
+The released code has no CODA-Prompt and the paper's adaptation text (supplementary Sec. B)
+was not available (reference §4, §8.16); this follows CODA-Prompt (Smith et al., CVPR 2023) with
+the reference L2P's placement (tokens in SAM's mask decoder):
+
+* ``pool_size`` (40) components, each a prompt P_m (``length`` 5 × 256), a key K_m (256) and an
+  attention vector A_m (256);
+* query q = spatial mean of SAM's frozen image embedding (B,256);
+  α_m = cos(q ⊙ A_m, K_m); prompt = Σ_m α_m P_m, (B,5,256) (no top-k: every active component
+  contributes, weighted);
+* the pool is split in ``n_tasks`` equal slices (8 tasks → 5 components each). Task t trains
+  slice t only and uses slices 0..t (older slices contribute, frozen); evaluation after task t
+  uses slices 0..t. Slices are separate parameters and only the current one is given to the
+  optimiser, so older slices cannot move (not even through weight decay);
+* initialisation: the whole pool orthogonal (``nn.init.orthogonal_`` per tensor, as CODA's
+  ``tensor_prompt(..., ortho=True)``); before task t > 0 slice t is redrawn at random and
+  Gram–Schmidt-orthonormalised (QR) against slices 0..t−1, separately for P (flattened), K and A,
+  as CODA's ``gram_schmidt``. The redraw uses a generator seeded by (seed, t), so resume is exact;
+* the prompt tokens are appended to the decoder's sparse tokens (``one_way=False``); output =
+  SAM's single mask; loss = seg loss only (CODA's orthogonality regulariser has weight 0 in its
+  released configs and is not implemented).
+
+With fewer tasks in the order than ``n_tasks`` the later slices stay unused (the slice size is
+``pool_size // n_tasks`` regardless, so results do not depend on the order's length).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.benchmark import Task
+from ..data.domains import PAPER_ORDER
+from ..errors import ConfigError
+from .base import Experience
+from .l2p import PromptStrategy
+
+
+@dataclass
+class CodaOptions:
+    """pool_size: components M (40); length: tokens per prompt (5); n_tasks: slices (8)."""
+
+    pool_size: int = 40
+    length: int = 5
+    n_tasks: int = len(PAPER_ORDER)
+    embed_dim: int = 256
+
+    def __post_init__(self) -> None:
+        for k in ("pool_size", "length", "n_tasks"):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
+                raise ConfigError(f"method_options.{k} must be a positive integer, got {getattr(self, k)!r}")
+        if self.pool_size % self.n_tasks:
+            raise ConfigError(f"method_options.pool_size={self.pool_size} must be a multiple of n_tasks={self.n_tasks}")
+        if self.embed_dim != 256:
+            raise ConfigError("method_options.embed_dim must be 256 (SAM's decoder width)")
+
+
+def orthonormal_complement(old: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    """``n`` random unit rows orthogonal to each other and to the rows of ``old`` (s,D), via QR."""
+    d = old.shape[1]
+    if old.shape[0] + n > d:
+        raise ConfigError(f"cannot orthogonalise {old.shape[0] + n} components in {d} dimensions")
+    new = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.cat([old.detach().double(), new], 0).t())  # (D, s+n)
+    return q[:, old.shape[0]:].t().to(old.dtype)
+
+
+def _ortho(shape: Sequence[int]) -> Tensor:
+    t = torch.empty(*shape)
+    nn.init.orthogonal_(t.view(shape[0], -1))
+    return t
+
+
+class CodaPrompt(PromptStrategy):
+    """Attention-weighted sum of prompt components, one new slice of components per task."""
+
+    name = "coda"
+    Options = CodaOptions
+
+    def __init__(self, model, cfg) -> None:
+        super().__init__(model, cfg)
+        o = self.opts
+        m, per = o.pool_size, o.pool_size // o.n_tasks
+        self.per_slice = per
+        P, K, A = _ortho((m, o.length, o.embed_dim)), _ortho((m, o.embed_dim)), _ortho((m, o.embed_dim))
+        self.p_slices = nn.ParameterList([nn.Parameter(P[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
+        self.k_slices = nn.ParameterList([nn.Parameter(K[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
+        self.a_slices = nn.ParameterList([nn.Parameter(A[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
+        self.register_buffer("active_slices", torch.ones((), dtype=torch.long))
+        self._set_trainable(0)
+
+    def _set_trainable(self, t: int) -> None:
+        self._current = t
+        for group in (self.p_slices, self.k_slices, self.a_slices):
+            for i, p in enumerate(group):
+                p.requires_grad_(i == t)
+
+    def plan(self, tasks: Sequence[Task]) -> List[Experience]:
+        exps = super().plan(tasks)
+        if len(exps) > self.opts.n_tasks:
+            raise ConfigError(f"coda has {self.opts.n_tasks} component slices (method_options.n_tasks) but the "
+                              f"order has {len(exps)} tasks; raise n_tasks")
+        return exps
+
+    def slice_generator(self, t: int) -> torch.Generator:
+        return torch.Generator().manual_seed(3_000_017 * int(self.cfg.seed) + 7_919 * int(t) + 101)
+
+    @torch.no_grad()
+    def init_slice(self, t: int) -> None:
+        """Redraw slice t orthonormal to slices 0..t-1 (P flattened, K and A separately)."""
+        gen = self.slice_generator(t)
+        for group in (self.p_slices, self.k_slices, self.a_slices):
+            old = torch.cat([group[i].reshape(self.per_slice, -1) for i in range(t)], 0)
+            group[t].copy_(orthonormal_complement(old, self.per_slice, gen).view_as(group[t]))
+
+    def before_task(self, exp: Experience) -> None:
+        t = exp.index
+        if t > 0:
+            self.init_slice(t)
+        self._set_trainable(t)
+        self.active_slices.fill_(t + 1)
+
+    def trainable_parameters(self) -> List[nn.Parameter]:
+        t = self._current
+        return [self.p_slices[t], self.k_slices[t], self.a_slices[t]]
+
+    def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        f = int(self.active_slices)
+        P = torch.cat(list(self.p_slices[:f]), 0)  # (m,L,256)
+        K = torch.cat(list(self.k_slices[:f]), 0)  # (m,256)
+        A = torch.cat(list(self.a_slices[:f]), 0)  # (m,256)
+        qa = F.normalize(q.unsqueeze(1) * A.unsqueeze(0), dim=2)  # (B,m,256)
+        alpha = (qa * F.normalize(K, dim=1).unsqueeze(0)).sum(-1)  # (B,m)
+        return torch.einsum("bm,mld->bld", alpha, P), None
+
+    def cost(self):
+        per = sum(p.numel() for p in (self.p_slices[0], self.k_slices[0], self.a_slices[0]))
+        return {"trainable_params": per, "stored_params_per_task": per, "stored_params_total": per * self.opts.n_tasks}

@@ -1,0 +1,137 @@
+"""L2P prompt pool in SAM's mask decoder (Table 2's "L2P" row; reference §4 "L2P", §8.11).
+
+A pool of ``pool_size`` (40) prompts, each ``length`` (5) tokens of 256-d, with one key per
+prompt (40×256); prompts and keys are initialised U(−1, 1) as the reference's ``PromptPool``.
+The query is the spatial mean of SAM's image embedding, (B,256); it is matched by cosine to the
+keys and the ``top_k`` (5) best prompts are chosen:
+
+* training: batch-wise majority vote (L2P's ``batchwise_prompt``): the ``top_k`` prompts chosen
+  most often in the batch are used for every image of the batch (ties: lower prompt id);
+* test: per image. The reference's vote is also active at test, but its evaluation batch is 1,
+  so per-image selection is exactly its behaviour, and our scores do not depend on eval batching.
+
+The 25 selected tokens are appended to the mask decoder's sparse prompt tokens as full members
+of the token sequence (``one_way=False``: they change SAM's tokens and image features). The
+output is SAM's single mask. Loss = seg loss − ``key_match_weight`` · Σ_k cos(q, key_k) / B over
+the ``top_k`` selected keys (the reference's ``reduce_sim``: a sum over the selected keys, mean
+over the batch, i.e. ``top_k`` × the mean cosine). Only the pool and the keys train.
+
+Deviations from the reference and why:
+
+* The reference reads its output from the HQ decoder held frozen at its pretrained init (§2.3).
+  Our HQ branch's init reproduces SAM's mask exactly (:mod:`cosam.models.hq`), so the frozen
+  HQ output *is* SAM's mask; we decode SAM's mask directly and skip the no-op branch.
+* Before any training (row 0 of the matrix) the random prompts already act on SAM, as in the
+  reference; L2P's row 0 is therefore not SAM's zero-shot row.
+
+:class:`PromptStrategy` holds what L2P, DualPrompt and CODA-Prompt share: the query, appending
+tokens to the decoder, and the query–key matching loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.prompts import Prompt
+from ..errors import ConfigError
+from ..models.decoder import decode, embed_prompts, group_by_kind
+from .base import Batch, Strategy
+
+
+class PromptStrategy(Strategy):
+    """Frozen SAM whose mask decoder reads extra prompt tokens chosen per image from a pool.
+
+    Subclasses implement :meth:`select` (query -> tokens, matching score). The decoder is SAM's
+    own, frozen; the tokens join its token sequence (two-way attention, ``one_way=False``).
+    """
+
+    #: weight of the query-key matching term (subclasses' options define ``key_match_weight``).
+    _match: Optional[Tensor] = None
+
+    @staticmethod
+    def query(emb: Tensor) -> Tensor:
+        """(B,256,e,e) frozen image embedding -> (B,256) query (spatial mean, no gradient)."""
+        return emb.detach().float().mean(dim=(2, 3))
+
+    def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """Tokens (B,n,256) for each image and the matching score (sum of cosines / B) or None."""
+        raise NotImplementedError
+
+    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor) -> Tensor:
+        tokens, match = self.select(self.query(emb), task_ids.to(emb.device))
+        self._match = match
+        out: Optional[Tensor] = None
+        pe = self.model.image_pe()
+        for idx in group_by_kind(prompts):
+            sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
+            ix = torch.tensor(idx, device=emb.device)
+            logits = decode(self.model.mask_decoder, emb[ix], pe, sparse, dense,
+                            extra_tokens=tokens[ix], one_way=False).masks
+            if out is None:
+                out = logits.new_zeros((len(prompts),) + logits.shape[1:])
+            out = out.index_copy(0, ix, logits)
+        assert out is not None
+        return out
+
+    def penalty(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
+        w = float(getattr(self.opts, "key_match_weight", 0.0))
+        if self._match is None or w == 0.0:
+            return {}
+        return {"key_match": -w * self._match}
+
+
+@dataclass
+class L2POptions:
+    """pool_size, length, top_k, embed_dim: the reference's PromptPool(40, 5, 5, 256);
+    batchwise_prompt: majority vote over the batch during training; key_match_weight: 1.0."""
+
+    pool_size: int = 40
+    length: int = 5
+    top_k: int = 5
+    embed_dim: int = 256
+    batchwise_prompt: bool = True
+    key_match_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for k in ("pool_size", "length", "top_k"):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
+                raise ConfigError(f"method_options.{k} must be a positive integer, got {getattr(self, k)!r}")
+        if self.top_k > self.pool_size:
+            raise ConfigError(f"method_options.top_k={self.top_k} exceeds pool_size={self.pool_size}")
+        if self.embed_dim != 256:
+            raise ConfigError("method_options.embed_dim must be 256 (SAM's decoder width)")
+
+
+class L2P(PromptStrategy):
+    """Prompt pool with key-query selection; SAM stays frozen."""
+
+    name = "l2p"
+    Options = L2POptions
+
+    def __init__(self, model, cfg) -> None:
+        super().__init__(model, cfg)
+        o = self.opts
+        self.prompts = nn.Parameter(torch.empty(o.pool_size, o.length, o.embed_dim).uniform_(-1.0, 1.0))
+        self.keys = nn.Parameter(torch.empty(o.pool_size, o.embed_dim).uniform_(-1.0, 1.0))
+
+    def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        o = self.opts
+        b = q.shape[0]
+        sim = F.normalize(q, dim=1) @ F.normalize(self.keys, dim=1).t()  # (B,P)
+        idx = sim.detach().topk(o.top_k, dim=1).indices  # (B,k)
+        if self.training and o.batchwise_prompt:
+            counts = torch.bincount(idx.flatten(), minlength=o.pool_size)
+            # Most frequent first; ties -> lower prompt id (deterministic).
+            score = counts * o.pool_size + (o.pool_size - 1 - torch.arange(o.pool_size, device=q.device))
+            idx = score.topk(o.top_k).indices.unsqueeze(0).expand(b, -1)
+        tokens = self.prompts[idx].reshape(b, o.top_k * o.length, o.embed_dim)
+        match = sim.gather(1, idx).sum() / b
+        return tokens, match
+
+    def cost(self):
+        n = self.prompts.numel() + self.keys.numel()
+        return {"trainable_params": n, "stored_params_per_task": 0, "stored_params_total": n}

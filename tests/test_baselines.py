@@ -1,0 +1,421 @@
+"""Continual baselines (LwF, EWC, ER, L2P, DualPrompt, CODA-Prompt, Decoder-Tuning, SAM-Adapter).
+
+Smoke runs of every method through ``cosam.engine.run`` (8 tasks + probe, one batch per task),
+unit tests of each method's invariants on small generated batches, and exact resume.
+Runs use one thread: on a shared 2-core machine torch's second thread makes these tiny
+ops 30x slower, not faster.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+import torch
+
+import cosam.engine as engine
+from cosam.config import make_config
+from cosam.data.benchmark import Task
+from cosam.losses import mask_loss
+from cosam.methods import get_method
+from cosam.methods.base import Batch, Experience
+from cosam.methods.coda import CodaPrompt
+from cosam.methods.ewc import EWC, fisher_generator
+from cosam.methods.lwf import LwF
+from cosam.methods.replay import Replay, select_buffer
+from cosam.methods.sam_adapter import AdaptedBlock, SamAdapter
+
+NEW_METHODS = ["lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning", "sam_adapter"]
+
+# One batch per task (train_cap 4 = batch 4), one epoch, two test images per set; float32 cache
+# so that uncached methods (sam_adapter) see bit-identical features to cached ones.
+SMOKE = {
+    "threads": 1,
+    "data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2},
+    "train": {"epochs": 1, "cache_dtype": "float32"},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads() -> Iterator[None]:
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+class Runs:
+    """Smoke runs of this module, run once each and shared by the tests (one model, one cache)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ctx = engine.Context()
+        self.done: Dict[str, Path] = {}
+
+    def cfg(self, method: str, results: str = "runs", **options):
+        return make_config("smoke", {**SMOKE, "method": method, "method_options": options,
+                                     "results_dir": str(self.root / results), "cache_dir": str(self.root / "cache")})
+
+    def get(self, method: str) -> Path:
+        if method not in self.done:
+            self.done[method] = engine.run(self.cfg(method), ctx=self.ctx)
+        return self.done[method]
+
+    def matrix(self, method: str) -> dict:
+        return json.loads((self.get(method) / "matrix.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("baselines"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small generated batches for unit tests
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return make_config("smoke", {**SMOKE, "method": "sequential"})
+
+
+@pytest.fixture(scope="module")
+def model(cfg):
+    torch.set_num_threads(1)
+    return engine.build_model(cfg)
+
+
+def make_strategy(name: str, model, base_cfg, seed: int = 0, **options):
+    cfg = make_config("smoke", {**SMOKE, "method": name, "method_options": options})
+    torch.manual_seed(seed)
+    return get_method(name)(model, cfg)
+
+
+class FakeSource:
+    """A TrainSource stand-in: ``n`` fixed batches of rectangles, encoded by the strategy."""
+
+    def __init__(self, strategy, n: int = 2, seed: int = 0, bs: int = 4) -> None:
+        self.strategy = strategy
+        g = torch.Generator().manual_seed(seed)
+        size = strategy.model.image_size
+        self.data = []
+        for _ in range(n):
+            images = torch.rand(bs, 3, size, size, generator=g) * 255
+            labels = torch.zeros(bs, 1, size, size)
+            for i in range(bs):
+                y, x = torch.randint(0, size // 2, (2,), generator=g).tolist()
+                h, w = torch.randint(size // 4, size // 2, (2,), generator=g).tolist()
+                labels[i, 0, y:y + h, x:x + w] = 1.0
+                images[i, :, y:y + h, x:x + w] *= 0.3
+            self.data.append((images, labels))
+
+    def n_batches(self) -> int:
+        return len(self.data)
+
+    def batches(self, gen: torch.Generator) -> Iterator[Batch]:
+        s = self.strategy
+        for images, labels in self.data:
+            if s.needs_pixels:
+                emb, interm = s.encode(images)
+            else:
+                with torch.no_grad():
+                    emb, interm = s.model.encode(images)
+            prompts = engine.make_prompts(labels, s.cfg, gen, s.model.mask_size)
+            yield Batch(emb, interm, labels, prompts, torch.zeros(len(labels), dtype=torch.long), images, gen)
+
+
+def one_batch(strategy, seed: int = 0) -> Batch:
+    return next(iter(FakeSource(strategy, n=1, seed=seed).batches(torch.Generator().manual_seed(seed))))
+
+
+def exp_of(index: int, task_id: int = 0, name: str = "T") -> Experience:
+    return Experience(index, (Task(f"{name}{index}", task_id, (), ()),))
+
+
+def train_steps(strategy, n: int = 1, seed: int = 0) -> None:
+    cfg = strategy.cfg
+    engine.fit(strategy, FakeSource(strategy, n=n, seed=seed), cfg, torch.Generator().manual_seed(seed))
+
+
+def state_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Smoke runs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_smoke_run_fills_the_matrix(runs, method):
+    m = runs.matrix(method)
+    assert len(m["rows"]) == 9 and all(len(r) == 9 for r in m["iou"]) and all(len(r) == 9 for r in m["biou"])
+    assert all(0.0 <= v <= 1.0 for row in m["iou"] for v in row)
+    costs = json.loads((runs.get(method) / "costs.json").read_text())
+    assert costs["trainable_params"] > 0 and "stored_params_per_task" in costs and "stored_params_total" in costs
+    cfg_json = json.loads((runs.get(method) / "config.json").read_text())
+    assert cfg_json["resolved"]["method_options"] == get_method(method).Options().__dict__
+
+
+@pytest.mark.parametrize("method", ["decoder_tuning", "sam_adapter"])
+def test_copy_initialised_methods_start_at_zero_shot(runs, method):
+    zs = runs.matrix("zeroshot")
+    m = runs.matrix(method)
+    assert m["iou"][0] == pytest.approx(zs["iou"][0], abs=1e-6)
+    assert m["biou"][0] == pytest.approx(zs["biou"][0], abs=1e-6)
+
+
+def test_replay_buffer_artifact(runs):
+    buf = json.loads((runs.get("replay") / "replay_buffer.json").read_text())
+    m = runs.matrix("replay")
+    assert list(buf) == m["tasks"]
+    assert all(len(v) == 4 for v in buf.values())  # per_task 10 > 4 training images: all kept
+
+
+# ---------------------------------------------------------------------------------------------
+# LwF
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lwf_kl_penalty_zero_at_teacher_and_positive_after_a_step(model, cfg):
+    s = make_strategy("lwf", model, cfg, distill="kl")
+    assert s.penalty(one_batch(s), torch.zeros(1)) == {}  # no teacher on the first task
+    s.before_task(exp_of(1))
+    batch = one_batch(s)
+    logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
+    assert float(s.penalty(batch, logits)["lwf"]) == pytest.approx(0.0, abs=1e-6)
+    teacher = state_copy(s.teacher)
+    train_steps(s, n=2)
+    assert same_state(teacher, state_copy(s.teacher))  # the teacher is frozen
+    batch = one_batch(s)
+    logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
+    assert float(s.penalty(batch, logits)["lwf"]) > 1e-4
+
+
+def test_lwf_reference_penalty_is_soft_target_mask_loss(model, cfg):
+    s = make_strategy("lwf", model, cfg)
+    s.before_task(exp_of(1))
+    batch = one_batch(s)
+    logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
+    batch.generator = torch.Generator().manual_seed(5)
+    got = float(s.penalty(batch, logits)["lwf"])
+    # Student == teacher: the reference's penalty is its floor, 3 · mask_loss(t, sigmoid(t)).
+    want = 3.0 * float(mask_loss(logits, torch.sigmoid(logits), num_points=s.cfg.train.loss_points,
+                                 generator=torch.Generator().manual_seed(5))["loss"])
+    assert got == pytest.approx(want, rel=1e-5) and got > 0
+    assert not any(p.requires_grad for p in s.teacher.parameters())
+    assert all(k.startswith("teacher.") or k.startswith("hq.") or k == "teacher_active" for k in s.method_state()["modules"])
+    assert any(k.startswith("teacher.") for k in s.method_state()["modules"])
+
+
+# ---------------------------------------------------------------------------------------------
+# EWC
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ewc_penalty_zero_at_anchor_and_grows_with_distance(model, cfg):
+    s = make_strategy("ewc", model, cfg)
+    batch = one_batch(s)
+    assert s.penalty(batch, torch.zeros(1)) == {}  # nothing consolidated yet
+    s.after_task(exp_of(0), FakeSource(s, n=2))
+    assert sum(float(f.sum()) for _, f, _ in s.named_pairs()) > 0
+    assert float(s.penalty(batch, torch.zeros(1))["ewc"]) == 0.0
+    anchor = state_copy(s.hq)
+    values = []
+    for eps in (1e-3, 1e-2, 1e-1):
+        with torch.no_grad():
+            for n, p in s.hq.named_parameters():
+                p.copy_(anchor[n] + eps)
+        values.append(float(s.penalty(batch, torch.zeros(1))["ewc"]))
+    assert 0 < values[0] < values[1] < values[2]
+    assert values[2] / values[1] == pytest.approx(100.0, rel=1e-3)  # quadratic in the distance
+
+
+def test_ewc_fisher_last_vs_accumulate(model, cfg):
+    strategies = {mode: make_strategy("ewc", model, cfg, fisher=mode) for mode in ("last", "accumulate")}
+    fishers = {}
+    for mode, s in strategies.items():
+        s.after_task(exp_of(0), FakeSource(s, n=2, seed=1))
+        first = {n: f.clone() for n, f in s.fisher.named_buffers()}
+        train_steps(s, n=1, seed=3)
+        s.after_task(exp_of(1), FakeSource(s, n=2, seed=2))
+        fishers[mode] = ({n: f.clone() for n, f in s.fisher.named_buffers()}, first)
+    last, first_l = fishers["last"]
+    acc, first_a = fishers["accumulate"]
+    assert all(torch.equal(first_l[n], first_a[n]) for n in first_l)  # same first task
+    assert any(not torch.allclose(last[n], acc[n]) for n in last)
+    for n in last:  # accumulate = first + second = first + last
+        assert torch.allclose(acc[n], first_a[n] + last[n], rtol=1e-5, atol=1e-12)
+    # The Fisher pass is deterministic (seeded generator).
+    s = strategies["last"]
+    a = s.estimate_fisher(FakeSource(s, n=2, seed=2), fisher_generator(0, 1))
+    b = s.estimate_fisher(FakeSource(s, n=2, seed=2), fisher_generator(0, 1))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay
+# ---------------------------------------------------------------------------------------------
+
+
+def test_replay_buffer_and_training_samples(runs, model):
+    cfg = runs.cfg("replay", per_task=2)
+    bench = engine.build_benchmark(engine.resolve_data_root(cfg), cfg.data.layout, cfg.data.order, cfg.seed,
+                                   cfg.data.train_cap, cfg.data.test_cap, cfg.data.probe_cap, cfg.data.include_probe)
+    s = Replay(model, cfg)
+    exps = s.plan(bench.tasks)
+    assert len(s.training_samples(exps[0])) == len(bench.tasks[0].train)
+    s.after_task(exps[0], None)
+    s.after_task(exps[1], None)
+    samples = s.training_samples(exps[2])
+    assert len(samples) == len(bench.tasks[2].train) + 2 * 2
+    for k in (0, 1):
+        mine = [x for x, tid in samples if tid == bench.tasks[k].task_id]
+        assert mine == select_buffer(bench.tasks[k], 2, cfg.seed) and len(mine) == 2
+        assert all(x in bench.tasks[k].train for x in mine)
+    # Resume restores the buffer from the saved names.
+    state = s.method_state()
+    r = Replay(model, cfg)
+    r.plan(bench.tasks)
+    r.load_method_state(state)
+    assert r.training_samples(exps[2]) == samples
+    assert r.artifacts() == {"replay_buffer": s.buffer_names()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt methods
+# ---------------------------------------------------------------------------------------------
+
+POOL_PARAMS = {"l2p": ("prompts", "keys"), "dualprompt": ("g_prompt", "e_prompts.", "e_keys."),
+               "coda": ("p_slices.", "k_slices.", "a_slices.")}
+
+
+@pytest.mark.parametrize("method", ["l2p", "dualprompt", "coda"])
+def test_prompt_methods_train_only_the_pool(model, cfg, method):
+    s = make_strategy(method, model, cfg)
+    s.before_task(exp_of(0))
+    names = [n for n, p in s.named_parameters() if p.requires_grad]
+    assert names and all(n.startswith(POOL_PARAMS[method]) for n in names)
+    assert {id(p) for p in s.trainable_parameters()} <= {id(p) for p in s.parameters() if p.requires_grad}
+    sam = state_copy(model)
+    pool = {n: p.detach().clone() for n, p in s.named_parameters() if p.requires_grad}
+    train_steps(s, n=2)
+    assert same_state(sam, state_copy(model))  # SAM (its decoder included) untouched
+    assert not any(p.requires_grad for p in model.parameters())
+    assert any(not torch.equal(pool[n], p) for n, p in s.named_parameters() if n in pool)
+
+
+def test_l2p_selection_batchwise_in_training_per_image_at_test(model, cfg):
+    s = make_strategy("l2p", model, cfg)
+    q = torch.randn(6, 256)
+    s.train()
+    tokens, match = s.select(q, torch.zeros(6, dtype=torch.long))
+    assert tokens.shape == (6, 25, 256) and match is not None
+    assert all(torch.equal(tokens[0], tokens[i]) for i in range(6))  # one vote for the batch
+    s.eval()
+    tokens, _ = s.select(q, torch.zeros(6, dtype=torch.long))
+    sim = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(s.keys, dim=1).t()
+    idx = sim.topk(5, dim=1).indices
+    assert torch.equal(tokens, s.prompts[idx].reshape(6, 25, 256))
+
+
+def test_dualprompt_uses_task_prompt_in_training_and_nearest_key_at_test(model, cfg):
+    s = make_strategy("dualprompt", model, cfg)
+    s.before_task(exp_of(0, task_id=3))
+    assert [n for n, p in s.named_parameters() if p.requires_grad] == ["g_prompt", "e_prompts.3", "e_keys.3"]
+    s.train()
+    tokens, match = s.select(torch.randn(2, 256), torch.full((2,), 3))
+    assert torch.equal(tokens[0, 5:], s.e_prompts[3]) and match is not None
+    s.after_task(exp_of(0, task_id=3), None)
+    s.after_task(exp_of(1, task_id=5), None)
+    s.eval()
+    q = torch.stack([s.e_keys[5].detach(), s.e_keys[3].detach()])
+    tokens, _ = s.select(q, torch.zeros(2, dtype=torch.long))
+    assert torch.equal(tokens[0, 5:], s.e_prompts[5]) and torch.equal(tokens[1, 5:], s.e_prompts[3])
+
+
+def test_coda_new_slice_orthogonal_to_old(model, cfg):
+    s: CodaPrompt = make_strategy("coda", model, cfg)
+    s.before_task(exp_of(0))
+    train_steps(s, n=1)
+    old = {n: p.detach().clone() for n, p in s.named_parameters() if ".0" in n}
+    s.before_task(exp_of(1))
+    for group in (s.p_slices, s.k_slices, s.a_slices):
+        a = group[0].detach().reshape(s.per_slice, -1)
+        b = group[1].detach().reshape(s.per_slice, -1)
+        assert (a @ b.t()).abs().max() < 1e-5
+        assert torch.allclose(b @ b.t(), torch.eye(s.per_slice), atol=1e-5)
+    assert all(torch.equal(old[n], p) for n, p in s.named_parameters() if n in old)  # old slice kept
+    assert [n for n, p in s.named_parameters() if p.requires_grad] == ["p_slices.1", "k_slices.1", "a_slices.1"]
+    assert int(s.active_slices) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoder-Tuning and SAM-Adapter
+# ---------------------------------------------------------------------------------------------
+
+
+def test_decoder_tuning_trains_a_copy(model, cfg):
+    s = make_strategy("decoder_tuning", model, cfg)
+    sam = state_copy(model)
+    train_steps(s, n=1)
+    assert same_state(sam, state_copy(model))
+    assert not same_state(state_copy(model.mask_decoder), state_copy(s.decoder))
+
+
+def test_sam_adapter_equals_frozen_encoder_at_init_and_differs_after_a_step(model, cfg):
+    s: SamAdapter = make_strategy("sam_adapter", model, cfg)
+    blocks = [m for m in s.encoder.modules() if isinstance(m, AdaptedBlock)]
+    assert len(blocks) == s.n_adapters == 10  # TinyViT stages 1-3: 2 + 6 + 2 blocks
+    images = FakeSource(s, n=1, seed=7).data[0][0]
+    with torch.no_grad():
+        ref = model.encode(images)
+        out = s.encode(images)
+    assert torch.equal(ref[0], out[0]) and torch.equal(ref[1], out[1])
+    sam = state_copy(model)
+    s.train()
+    assert not s.encoder.training and not any(m.training for m in s.encoder.modules())
+    train_steps(s, n=1)
+    with torch.no_grad():
+        out = s.encode(images)
+    assert not torch.allclose(ref[0], out[0])
+    assert same_state(sam, state_copy(model))
+    state = s.method_state()["modules"]
+    assert state and all(k.startswith("decoder.") or ".adapter." in k for k in state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact resume
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["ewc", "coda"])
+def test_resume_reproduces_uninterrupted_run(runs, monkeypatch, method):
+    clean = runs.matrix(method)
+    real_fit = engine.fit
+    calls: List[int] = []
+
+    def failing_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated crash in the 3rd task")
+        return real_fit(*args, **kwargs)
+
+    cfg = runs.cfg(method, results="resumed")
+    monkeypatch.setattr(engine, "fit", failing_fit)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(cfg, ctx=runs.ctx)
+    run_dir = engine.run_dir_for(cfg)
+    assert not (run_dir / "DONE").exists() and (run_dir / "state" / "step_2.pt").exists()
+    calls.clear()
+    monkeypatch.setattr(engine, "fit", lambda *a, **k: (calls.append(1), real_fit(*a, **k))[1])
+    engine.run(cfg, ctx=runs.ctx)
+    assert len(calls) == 6  # tasks 3..8 only
+    resumed = json.loads((run_dir / "matrix.json").read_text())
+    assert resumed["iou"] == clean["iou"] and resumed["biou"] == clean["biou"]
+    assert resumed["per_image"] == clean["per_image"]
