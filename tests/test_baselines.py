@@ -7,6 +7,7 @@ ops 30x slower, not faster.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -21,19 +22,20 @@ from cosam.losses import mask_loss
 from cosam.methods import get_method
 from cosam.methods.base import Batch, Experience
 from cosam.methods.coda import CodaPrompt
-from cosam.methods.ewc import EWC, fisher_generator
-from cosam.methods.lwf import LwF
+from cosam.methods.ewc import fisher_generator
 from cosam.methods.replay import Replay, select_buffer
 from cosam.methods.sam_adapter import AdaptedBlock, SamAdapter
 
 NEW_METHODS = ["lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning", "sam_adapter"]
 
 # One batch per task (train_cap 4 = batch 4), one epoch, two test images per set; float32 cache
-# so that uncached methods (sam_adapter) see bit-identical features to cached ones.
+# so that uncached methods (sam_adapter) see bit-identical features to cached ones; lr 1e-5 so
+# the random-weight model's masks do not collapse to empty (IoU 0 everywhere would make the
+# matrix comparisons vacuous).
 SMOKE = {
     "threads": 1,
     "data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2},
-    "train": {"epochs": 1, "cache_dtype": "float32"},
+    "train": {"epochs": 1, "lr": 1e-5, "cache_dtype": "float32"},
 }
 
 
@@ -52,17 +54,20 @@ class Runs:
         self.ctx = engine.Context()
         self.done: Dict[str, Path] = {}
 
-    def cfg(self, method: str, results: str = "runs", **options):
+    def cfg(self, method: str, results: str = "runs", epochs: int = 1, **options):
         return make_config("smoke", {**SMOKE, "method": method, "method_options": options,
+                                     "train": {**SMOKE["train"], "epochs": epochs},
                                      "results_dir": str(self.root / results), "cache_dir": str(self.root / "cache")})
 
-    def get(self, method: str) -> Path:
-        if method not in self.done:
-            self.done[method] = engine.run(self.cfg(method), ctx=self.ctx)
-        return self.done[method]
+    def get(self, method: str, epochs: int = 1, **options) -> Path:
+        key = json.dumps([method, epochs, options], sort_keys=True)
+        if key not in self.done:
+            results = f"runs-{len(self.done)}"  # one folder per distinct config (a run name is per method)
+            self.done[key] = engine.run(self.cfg(method, results, epochs=epochs, **options), ctx=self.ctx)
+        return self.done[key]
 
-    def matrix(self, method: str) -> dict:
-        return json.loads((self.get(method) / "matrix.json").read_text())
+    def matrix(self, method: str, epochs: int = 1, **options) -> dict:
+        return json.loads((self.get(method, epochs, **options) / "matrix.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +91,7 @@ def model(cfg):
     return engine.build_model(cfg)
 
 
-def make_strategy(name: str, model, base_cfg, seed: int = 0, **options):
+def make_strategy(name: str, model, seed: int = 0, **options):
     cfg = make_config("smoke", {**SMOKE, "method": name, "method_options": options})
     torch.manual_seed(seed)
     return get_method(name)(model, cfg)
@@ -134,7 +139,8 @@ def exp_of(index: int, task_id: int = 0, name: str = "T") -> Experience:
 
 
 def train_steps(strategy, n: int = 1, seed: int = 0) -> None:
-    cfg = strategy.cfg
+    """``n`` optimiser steps through the engine's loop at the reference lr 1e-3."""
+    cfg = dataclasses.replace(strategy.cfg, train=dataclasses.replace(strategy.cfg.train, lr=1e-3))
     engine.fit(strategy, FakeSource(strategy, n=n, seed=seed), cfg, torch.Generator().manual_seed(seed))
 
 
@@ -182,31 +188,31 @@ def test_replay_buffer_artifact(runs):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_lwf_kl_penalty_zero_at_teacher_and_positive_after_a_step(model, cfg):
-    s = make_strategy("lwf", model, cfg, distill="kl")
+def test_lwf_kl_penalty_zero_at_teacher_and_positive_after_a_step(model):
+    s = make_strategy("lwf", model, distill="kl")
     assert s.penalty(one_batch(s), torch.zeros(1)) == {}  # no teacher on the first task
     s.before_task(exp_of(1))
     batch = one_batch(s)
     logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
-    assert float(s.penalty(batch, logits)["lwf"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(s.penalty(batch, logits)["lwf"].detach()) == pytest.approx(0.0, abs=1e-6)
     teacher = state_copy(s.teacher)
     train_steps(s, n=2)
     assert same_state(teacher, state_copy(s.teacher))  # the teacher is frozen
     batch = one_batch(s)
     logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
-    assert float(s.penalty(batch, logits)["lwf"]) > 1e-4
+    assert float(s.penalty(batch, logits)["lwf"].detach()) > 1e-4
 
 
-def test_lwf_reference_penalty_is_soft_target_mask_loss(model, cfg):
-    s = make_strategy("lwf", model, cfg)
+def test_lwf_reference_penalty_is_soft_target_mask_loss(model):
+    s = make_strategy("lwf", model)
     s.before_task(exp_of(1))
     batch = one_batch(s)
     logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
     batch.generator = torch.Generator().manual_seed(5)
-    got = float(s.penalty(batch, logits)["lwf"])
+    got = float(s.penalty(batch, logits)["lwf"].detach())
     # Student == teacher: the reference's penalty is its floor, 3 · mask_loss(t, sigmoid(t)).
     want = 3.0 * float(mask_loss(logits, torch.sigmoid(logits), num_points=s.cfg.train.loss_points,
-                                 generator=torch.Generator().manual_seed(5))["loss"])
+                                 generator=torch.Generator().manual_seed(5))["loss"].detach())
     assert got == pytest.approx(want, rel=1e-5) and got > 0
     assert not any(p.requires_grad for p in s.teacher.parameters())
     assert all(k.startswith("teacher.") or k.startswith("hq.") or k == "teacher_active" for k in s.method_state()["modules"])
@@ -218,26 +224,26 @@ def test_lwf_reference_penalty_is_soft_target_mask_loss(model, cfg):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_ewc_penalty_zero_at_anchor_and_grows_with_distance(model, cfg):
-    s = make_strategy("ewc", model, cfg)
+def test_ewc_penalty_zero_at_anchor_and_grows_with_distance(model):
+    s = make_strategy("ewc", model)
     batch = one_batch(s)
     assert s.penalty(batch, torch.zeros(1)) == {}  # nothing consolidated yet
     s.after_task(exp_of(0), FakeSource(s, n=2))
     assert sum(float(f.sum()) for _, f, _ in s.named_pairs()) > 0
-    assert float(s.penalty(batch, torch.zeros(1))["ewc"]) == 0.0
+    assert float(s.penalty(batch, torch.zeros(1))["ewc"].detach()) == 0.0
     anchor = state_copy(s.hq)
     values = []
     for eps in (1e-3, 1e-2, 1e-1):
         with torch.no_grad():
             for n, p in s.hq.named_parameters():
                 p.copy_(anchor[n] + eps)
-        values.append(float(s.penalty(batch, torch.zeros(1))["ewc"]))
+        values.append(float(s.penalty(batch, torch.zeros(1))["ewc"].detach()))
     assert 0 < values[0] < values[1] < values[2]
     assert values[2] / values[1] == pytest.approx(100.0, rel=1e-3)  # quadratic in the distance
 
 
-def test_ewc_fisher_last_vs_accumulate(model, cfg):
-    strategies = {mode: make_strategy("ewc", model, cfg, fisher=mode) for mode in ("last", "accumulate")}
+def test_ewc_fisher_last_vs_accumulate(model):
+    strategies = {mode: make_strategy("ewc", model, fisher=mode) for mode in ("last", "accumulate")}
     fishers = {}
     for mode, s in strategies.items():
         s.after_task(exp_of(0), FakeSource(s, n=2, seed=1))
@@ -296,8 +302,8 @@ POOL_PARAMS = {"l2p": ("prompts", "keys"), "dualprompt": ("g_prompt", "e_prompts
 
 
 @pytest.mark.parametrize("method", ["l2p", "dualprompt", "coda"])
-def test_prompt_methods_train_only_the_pool(model, cfg, method):
-    s = make_strategy(method, model, cfg)
+def test_prompt_methods_train_only_the_pool(model, method):
+    s = make_strategy(method, model)
     s.before_task(exp_of(0))
     names = [n for n, p in s.named_parameters() if p.requires_grad]
     assert names and all(n.startswith(POOL_PARAMS[method]) for n in names)
@@ -310,8 +316,8 @@ def test_prompt_methods_train_only_the_pool(model, cfg, method):
     assert any(not torch.equal(pool[n], p) for n, p in s.named_parameters() if n in pool)
 
 
-def test_l2p_selection_batchwise_in_training_per_image_at_test(model, cfg):
-    s = make_strategy("l2p", model, cfg)
+def test_l2p_selection_batchwise_in_training_per_image_at_test(model):
+    s = make_strategy("l2p", model)
     q = torch.randn(6, 256)
     s.train()
     tokens, match = s.select(q, torch.zeros(6, dtype=torch.long))
@@ -324,8 +330,8 @@ def test_l2p_selection_batchwise_in_training_per_image_at_test(model, cfg):
     assert torch.equal(tokens, s.prompts[idx].reshape(6, 25, 256))
 
 
-def test_dualprompt_uses_task_prompt_in_training_and_nearest_key_at_test(model, cfg):
-    s = make_strategy("dualprompt", model, cfg)
+def test_dualprompt_uses_task_prompt_in_training_and_nearest_key_at_test(model):
+    s = make_strategy("dualprompt", model)
     s.before_task(exp_of(0, task_id=3))
     assert [n for n, p in s.named_parameters() if p.requires_grad] == ["g_prompt", "e_prompts.3", "e_keys.3"]
     s.train()
@@ -339,8 +345,8 @@ def test_dualprompt_uses_task_prompt_in_training_and_nearest_key_at_test(model, 
     assert torch.equal(tokens[0, 5:], s.e_prompts[5]) and torch.equal(tokens[1, 5:], s.e_prompts[3])
 
 
-def test_coda_new_slice_orthogonal_to_old(model, cfg):
-    s: CodaPrompt = make_strategy("coda", model, cfg)
+def test_coda_new_slice_orthogonal_to_old(model):
+    s: CodaPrompt = make_strategy("coda", model)
     s.before_task(exp_of(0))
     train_steps(s, n=1)
     old = {n: p.detach().clone() for n, p in s.named_parameters() if ".0" in n}
@@ -360,16 +366,16 @@ def test_coda_new_slice_orthogonal_to_old(model, cfg):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_decoder_tuning_trains_a_copy(model, cfg):
-    s = make_strategy("decoder_tuning", model, cfg)
+def test_decoder_tuning_trains_a_copy(model):
+    s = make_strategy("decoder_tuning", model)
     sam = state_copy(model)
     train_steps(s, n=1)
     assert same_state(sam, state_copy(model))
     assert not same_state(state_copy(model.mask_decoder), state_copy(s.decoder))
 
 
-def test_sam_adapter_equals_frozen_encoder_at_init_and_differs_after_a_step(model, cfg):
-    s: SamAdapter = make_strategy("sam_adapter", model, cfg)
+def test_sam_adapter_equals_frozen_encoder_at_init_and_differs_after_a_step(model):
+    s: SamAdapter = make_strategy("sam_adapter", model)
     blocks = [m for m in s.encoder.modules() if isinstance(m, AdaptedBlock)]
     assert len(blocks) == s.n_adapters == 10  # TinyViT stages 1-3: 2 + 6 + 2 blocks
     images = FakeSource(s, n=1, seed=7).data[0][0]
@@ -394,9 +400,17 @@ def test_sam_adapter_equals_frozen_encoder_at_init_and_differs_after_a_step(mode
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["ewc", "coda"])
+# Two steps per task, so that the state carried across tasks acts within a task (with one step,
+# EWC's penalty and its gradient are exactly 0: the only step is taken at the anchor). EWC's
+# weight is raised so the penalty visibly steers training at the smoke lr.
+RESUME_CASES = {"ewc": {"weight": 1e6}, "coda": {}}
+
+
+@pytest.mark.parametrize("method", sorted(RESUME_CASES))
 def test_resume_reproduces_uninterrupted_run(runs, monkeypatch, method):
-    clean = runs.matrix(method)
+    options = RESUME_CASES[method]
+    clean_dir = runs.get(method, epochs=2, **options)
+    clean = json.loads((clean_dir / "matrix.json").read_text())
     real_fit = engine.fit
     calls: List[int] = []
 
@@ -406,7 +420,7 @@ def test_resume_reproduces_uninterrupted_run(runs, monkeypatch, method):
             raise KeyboardInterrupt("simulated crash in the 3rd task")
         return real_fit(*args, **kwargs)
 
-    cfg = runs.cfg(method, results="resumed")
+    cfg = runs.cfg(method, results="resumed", epochs=2, **options)
     monkeypatch.setattr(engine, "fit", failing_fit)
     with pytest.raises(KeyboardInterrupt):
         engine.run(cfg, ctx=runs.ctx)
@@ -419,3 +433,10 @@ def test_resume_reproduces_uninterrupted_run(runs, monkeypatch, method):
     resumed = json.loads((run_dir / "matrix.json").read_text())
     assert resumed["iou"] == clean["iou"] and resumed["biou"] == clean["biou"]
     assert resumed["per_image"] == clean["per_image"]
+    assert len({tuple(r) for r in clean["iou"]}) > 2 and max(clean["iou"][-1]) > 0  # not a degenerate matrix
+    losses = [st["loss"] for st in json.loads((clean_dir / "timing.json").read_text())["steps"]]
+    assert [st["loss"] for st in json.loads((run_dir / "timing.json").read_text())["steps"]] == losses
+    # The final method state (trained modules, Fisher/anchor, prompt slices) is bit-identical.
+    a = torch.load(clean_dir / "state" / "step_8.pt", weights_only=False)["strategy"]["modules"]
+    b = torch.load(run_dir / "state" / "step_8.pt", weights_only=False)["strategy"]["modules"]
+    assert same_state(a, b)

@@ -6,8 +6,8 @@ adaptation* of DualPrompt (Wang et al., ECCV 2022), built the same way as the re
 
 * a shared G-prompt (``g_length`` 5 tokens) trained on every task;
 * one E-prompt per task (``e_length`` 5 tokens) with a learnable key per task (256-d); the
-  slots are indexed by the domain's task id (8 slots), so the mapping does not depend on the
-  order;
+  slots are indexed by the domain's task id (``n_tasks`` = 8 slots, the CoSAM domains; raise it
+  for a user layout with more domains), so the mapping does not depend on the order;
 * the query is the spatial mean of SAM's frozen image embedding (as L2P);
 * training on task t: every image uses E_t (task identity is known during training, as in
   DualPrompt), and key_t is pulled towards the query with −``key_match_weight`` · Σ cos(q, key_t)/B
@@ -27,12 +27,13 @@ slots are separate parameters left out of the optimiser, so weight decay cannot 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.benchmark import Task
 from ..data.domains import PAPER_ORDER
 from ..errors import ConfigError
 from .base import Experience
@@ -42,17 +43,21 @@ from .l2p import PromptStrategy
 @dataclass
 class DualPromptOptions:
     """g_length / e_length: tokens of the shared and per-task prompts; key_match_weight: pull
-    constraint weight; embed_dim: SAM's decoder width."""
+    constraint weight; n_tasks: E-prompt slots (task ids 0..n_tasks-1); embed_dim: SAM's
+    decoder width."""
 
     g_length: int = 5
     e_length: int = 5
     key_match_weight: float = 1.0
+    n_tasks: int = len(PAPER_ORDER)
     embed_dim: int = 256
 
     def __post_init__(self) -> None:
         for k in ("g_length", "e_length"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 0:
                 raise ConfigError(f"method_options.{k} must be a non-negative integer, got {getattr(self, k)!r}")
+        if not isinstance(self.n_tasks, int) or self.n_tasks < 1:
+            raise ConfigError(f"method_options.n_tasks must be a positive integer, got {self.n_tasks!r}")
         if self.e_length < 1:
             raise ConfigError("method_options.e_length must be >= 1 (the E-prompt is DualPrompt's task-specific part)")
         if self.embed_dim != 256:
@@ -68,13 +73,20 @@ class DualPrompt(PromptStrategy):
     def __init__(self, model, cfg) -> None:
         super().__init__(model, cfg)
         o = self.opts
-        n = len(PAPER_ORDER)
+        n = o.n_tasks
         self.g_prompt = nn.Parameter(torch.empty(o.g_length, o.embed_dim).uniform_(-1.0, 1.0))
         self.e_prompts = nn.ParameterList([nn.Parameter(torch.empty(o.e_length, o.embed_dim).uniform_(-1.0, 1.0))
                                            for _ in range(n)])
         self.e_keys = nn.ParameterList([nn.Parameter(torch.empty(o.embed_dim).uniform_(-1.0, 1.0)) for _ in range(n)])
         self.register_buffer("seen", torch.zeros(n, dtype=torch.bool))
         self._current: List[int] = []
+
+    def plan(self, tasks: Sequence[Task]) -> List[Experience]:
+        too_big = [t.name for t in tasks if t.task_id >= self.opts.n_tasks]
+        if too_big:
+            raise ConfigError(f"dualprompt has {self.opts.n_tasks} E-prompt slots (method_options.n_tasks) but tasks "
+                              f"{', '.join(too_big)} have larger task ids; raise n_tasks")
+        return super().plan(tasks)
 
     def before_task(self, exp: Experience) -> None:
         self._current = sorted({t.task_id for t in exp.tasks})

@@ -30,7 +30,7 @@ tokens to the decoder, and the query–key matching loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,8 @@ class PromptStrategy(Strategy):
     own, frozen; the tokens join its token sequence (two-way attention, ``one_way=False``).
     """
 
-    #: weight of the query-key matching term (subclasses' options define ``key_match_weight``).
+    #: the last ``predict``'s matching score (Σ cos / B), read by ``penalty`` in the same step;
+    #: weighted by the subclass option ``key_match_weight`` (absent = no matching loss).
     _match: Optional[Tensor] = None
 
     @staticmethod

@@ -39,7 +39,6 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-import torch
 from segment_anything.modeling.image_encoder import Block as ViTBlock
 from torch import Tensor, nn
 
@@ -67,7 +66,7 @@ class AdaptedBlock(nn.Module):
         super().__init__()
         self.block = block
         self.adapter = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        nn.init.zeros_(self.adapter[2].weight)
+        pass
         nn.init.zeros_(self.adapter[2].bias)
 
     def forward(self, x: Tensor) -> Tensor:
