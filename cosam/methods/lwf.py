@@ -89,7 +89,7 @@ class LwF(HQSequential):
 
     def before_task(self, exp: Experience) -> None:
         if exp.index > 0:
-            pass
+            self.teacher.load_state_dict(self.hq.state_dict())
             self.teacher.requires_grad_(False)
             self.teacher_active.fill_(True)
 

@@ -66,7 +66,7 @@ class AdaptedBlock(nn.Module):
         super().__init__()
         self.block = block
         self.adapter = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        pass
+        nn.init.zeros_(self.adapter[2].weight)
         nn.init.zeros_(self.adapter[2].bias)
 
     def forward(self, x: Tensor) -> Tensor:
