@@ -125,6 +125,8 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "train": {"epochs": 2, "batch_size": 4, "lr": 1e-4, "lr_step": 1, "augment": "none", "loss_points": 256},
         "eval": {"batch_size": 8},
         "progress": False,
+        # tiny tensors: one thread avoids oversubscription when tests run beside other work
+        "threads": 1,
     },
     "cpu": {
         "data": {"train_cap": 32, "test_cap": None, "probe_cap": None},

@@ -12,7 +12,8 @@ SHARED = Path(os.environ.get("COSAM_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data" / "cosam-mini"
 SHARED_WEIGHTS = SHARED / "weights"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tests use tiny tensors: one thread is as fast and never oversubscribes a loaded machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

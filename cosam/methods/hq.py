@@ -9,12 +9,14 @@ epochs: the upper bound the released code mislabels (its "joint" runs sequential
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
+import torch
 from torch import Tensor
 
 from ..data.benchmark import Task
-from ..models.decoder import decode
+from ..data.prompts import Prompt
+from ..models.decoder import decode, embed_prompts, group_by_kind
 from ..models.hq import HQBranch
 from .base import Experience, Strategy
 
@@ -49,8 +51,35 @@ class HQSequential(Strategy):
                      extra_tokens=hq.tokens(), one_way=self.opts.hq_attention == "one_way")
         return hq(out.extra[:, 0], out.upscaled, emb, interm)
 
+    def active_branch(self) -> HQBranch:
+        """The branch ``predict`` uses (LwF swaps in its teacher)."""
+        return self.hq
+
     def forward_masks(self, emb, interm, sparse, dense, task_ids) -> Tensor:
-        return self.hq_logits(self.hq, emb, interm, sparse, dense)
+        return self.hq_logits(self.active_branch(), emb, interm, sparse, dense)
+
+    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor) -> Tensor:
+        """Decode each prompt kind separately, then run the HQ branch once on the whole batch.
+
+        Same result as the per-group default; the branch's convolutions at 4e x 4e dominate the
+        step on the CPU and run far faster on one batch of B than on up to three smaller ones.
+        """
+        hq = self.active_branch()
+        one_way = self.opts.hq_attention == "one_way"
+        hf: Optional[Tensor] = None
+        up: Optional[Tensor] = None
+        for idx in group_by_kind(prompts):
+            sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
+            ix = torch.tensor(idx, device=emb.device)
+            out = decode(self.model.mask_decoder, emb[ix], self.model.image_pe(), sparse, dense,
+                         extra_tokens=hq.tokens(), one_way=one_way)
+            if hf is None or up is None:
+                hf = out.extra.new_zeros((len(prompts),) + out.extra.shape[2:])
+                up = out.upscaled.new_zeros((len(prompts),) + out.upscaled.shape[1:])
+            hf = hf.index_copy(0, ix, out.extra[:, 0])
+            up = up.index_copy(0, ix, out.upscaled)
+        assert hf is not None and up is not None
+        return hq(hf, up, emb, interm)
 
     def cost(self):
         n = sum(p.numel() for p in self.hq.parameters())

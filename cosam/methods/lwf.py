@@ -39,6 +39,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..losses import mask_loss, point_sample, uncertain_points
 from .base import Batch, Experience
+from ..models.hq import HQBranch
 from .hq import HQOptions, HQSequential
 
 
@@ -93,9 +94,8 @@ class LwF(HQSequential):
             self.teacher.requires_grad_(False)
             self.teacher_active.fill_(True)
 
-    def forward_masks(self, emb, interm, sparse, dense, task_ids) -> Tensor:
-        branch = self.teacher if self._use_teacher else self.hq
-        return self.hq_logits(branch, emb, interm, sparse, dense)
+    def active_branch(self) -> HQBranch:
+        return self.teacher if self._use_teacher else self.hq
 
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> Tensor:

@@ -1,0 +1,115 @@
+"""Execute the report notebooks with papermill and export each to HTML (code kept visible).
+
+    python notebooks/run_reports.py                       # every notebooks/NN_*.ipynb, cpu profile
+    python notebooks/run_reports.py --profile smoke --only 01_baselines
+    python notebooks/run_reports.py --profile cpu --results-dir results/runs --out results
+
+Writes ``<out>/<name>.ipynb`` (executed) and ``<out>/<name>.html`` and prints the wall time of each.
+Jupyter and matplotlib state (IPYTHONDIR, JUPYTER_CONFIG_DIR, JUPYTER_DATA_DIR,
+JUPYTER_RUNTIME_DIR, MPLCONFIGDIR) goes to a temporary folder, where a ``python3`` kernelspec
+pointing at this interpreter is written, so the reports never depend on ~/.jupyter or on which
+``python`` is first on PATH. Runs are reused: a finished run folder is not retrained.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+KERNEL = "python3"
+ENV_DIRS = {"IPYTHONDIR": "ipython", "JUPYTER_CONFIG_DIR": "config", "JUPYTER_DATA_DIR": "data",
+            "JUPYTER_RUNTIME_DIR": "runtime", "MPLCONFIGDIR": "matplotlib"}
+
+
+def jupyter_env(root: Path) -> Dict[str, str]:
+    """Environment variables that keep Jupyter/matplotlib state under ``root``, with a ``python3``
+    kernelspec in ``root/data/kernels`` that runs ``sys.executable`` (the venv's python)."""
+    env = {var: str(Path(root) / sub) for var, sub in ENV_DIRS.items()}
+    for d in env.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
+    spec = Path(env["JUPYTER_DATA_DIR"]) / "kernels" / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python 3 ({sys.executable})", "language": "python"}))
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # silences a debugger warning in every kernel start
+    return env
+
+
+def execute(src: Path, out: Path, parameters: Mapping[str, Any], cwd: Path = REPO) -> float:
+    """Run one notebook with papermill (in this process's environment); returns its wall time."""
+    import papermill as pm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(src), str(out), parameters=dict(parameters), kernel_name=KERNEL, cwd=str(cwd),
+                        progress_bar=False, log_output=False)
+    return time.perf_counter() - t0
+
+
+def to_html(executed: Path) -> Path:
+    """``<name>.html`` beside the executed notebook, code cells kept."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(executed))
+    html = executed.with_suffix(".html")
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def notebooks(only: Optional[List[str]] = None) -> List[Path]:
+    """The report notebooks (``NN_name.ipynb``), or those named in ``only`` (with or without .ipynb)."""
+    found = sorted(p for p in HERE.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return found
+    names = {p.stem: p for p in found}
+    wanted = [n[:-6] if n.endswith(".ipynb") else n for n in only]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise SystemExit(f"unknown notebook {', '.join(unknown)}; valid: {', '.join(names)}")
+    return [names[n] for n in wanted]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu", help="config profile: smoke | cpu | paper (default cpu)")
+    ap.add_argument("--only", action="append", metavar="NAME", help="run only this notebook (repeatable)")
+    ap.add_argument("--results-dir", default="results/runs", help="where run folders live (default results/runs)")
+    ap.add_argument("--cache-dir", default=None, help="feature cache / generated data (default .cache/cosam)")
+    ap.add_argument("--out", default="results", help="where executed notebooks and HTML go (default results)")
+    args = ap.parse_args(argv)
+
+    out = (REPO / args.out) if not Path(args.out).is_absolute() else Path(args.out)
+    params: Dict[str, Any] = {"profile": args.profile, "results_dir": args.results_dir}
+    if args.cache_dir:
+        params["cache_dir"] = args.cache_dir
+    todo = notebooks(args.only)
+    with tempfile.TemporaryDirectory(prefix="cosam-jupyter-") as tmp:
+        os.environ.update(jupyter_env(Path(tmp)))
+        total = time.perf_counter()
+        for src in todo:
+            executed = out / src.name
+            print(f"{src.stem}: running on profile {args.profile} ...", flush=True)
+            try:
+                wall = execute(src, executed, params)
+            except Exception as exc:  # papermill has saved the partly executed notebook
+                print(f"{src.stem}: FAILED after its last good cell; see {executed}\n{exc}", file=sys.stderr)
+                return 1
+            html = to_html(executed)
+            size = (executed.stat().st_size + html.stat().st_size) / 1e6
+            print(f"{src.stem}: {wall:.0f} s -> {executed.relative_to(REPO) if executed.is_relative_to(REPO) else executed}, "
+                  f"{html.name} ({size:.1f} MB)", flush=True)
+        print(f"all {len(todo)} notebook(s): {time.perf_counter() - total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

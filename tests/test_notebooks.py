@@ -1,0 +1,143 @@
+"""The report notebooks execute on the smoke profile and write their run folders and CSV files.
+
+Four notebook executions in all (each costs a kernel start, ~4 s): 00, 01 (three methods, tiny
+caps), 05 (reusing 01's runs) and one with a misspelt parameter through the papermill CLI.
+Jupyter and matplotlib state goes to a temporary folder, where a ``python3`` kernelspec runs this
+interpreter (notebooks/run_reports.py: jupyter_env).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("papermill")
+pytest.importorskip("matplotlib")
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+METHODS = ["zeroshot", "sequential", "lwf"]
+SMALL: Dict[str, Any] = {"data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2}}
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, NOTEBOOKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_reports = _script("run_reports")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A work folder; Jupyter/matplotlib env vars point into it for the module's duration."""
+    root = tmp_path_factory.mktemp("notebooks")
+    mp = pytest.MonkeyPatch()
+    for key, value in run_reports.jupyter_env(root / "jupyter").items():
+        mp.setenv(key, value)
+    yield root
+    mp.undo()
+
+
+def common(work: Path) -> Dict[str, Any]:
+    return {"profile": "smoke", "results_dir": str(work / "runs"), "cache_dir": str(work / "cache")}
+
+
+def execute(work: Path, name: str, **parameters: Any) -> Any:
+    out = work / "out" / f"{name}.ipynb"
+    run_reports.execute(NOTEBOOKS / f"{name}.ipynb", out, {**common(work), **parameters})
+    return nbformat.read(out, as_version=4)
+
+
+def errors(nb: Any) -> List[str]:
+    return [f"{o.ename}: {o.evalue}" for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def markdown_text(nb: Any) -> str:
+    return "\n".join(o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
+
+
+def n_images(nb: Any) -> int:
+    return sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if {"image/png", "image/jpeg"} & set(o.get("data", {})))
+
+
+def test_generated_notebooks_are_up_to_date(tmp_path: Path) -> None:
+    """The committed .ipynb files are what notebooks/make_notebooks.py writes."""
+    _script("make_notebooks").main(tmp_path)
+    for path in sorted(tmp_path.glob("*.ipynb")):
+        assert path.read_text() == (NOTEBOOKS / path.name).read_text(), \
+            f"{path.name} differs from its generator; run python notebooks/make_notebooks.py"
+    nb = nbformat.read(NOTEBOOKS / "01_baselines.ipynb", as_version=4)
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_benchmark_notebook(work: Path) -> None:
+    nb = execute(work, "00_benchmark", n_per_domain=2)
+    assert errors(nb) == []
+    rows = (work / "runs" / "smoke" / "reports" / "00_benchmark_domains.csv").read_text().splitlines()
+    assert len(rows) == 1 + 9  # header + 8 tasks + probe
+    text = markdown_text(nb)
+    assert "SYNTHETIC" in text and "The sequence has 8 tasks" in text  # a computed conclusion
+    assert n_images(nb) == 3  # counts, sample grid, prompts
+
+
+@pytest.fixture(scope="module")
+def baselines(work: Path) -> Any:
+    return execute(work, "01_baselines", methods=METHODS, overrides=SMALL)
+
+
+def test_baselines_notebook(work: Path, baselines: Any) -> None:
+    assert errors(baselines) == []
+    for m in METHODS:
+        assert (work / "runs" / "smoke" / f"{m}-paper-s0" / "DONE").is_file()
+    reports = work / "runs" / "smoke" / "reports"
+    for name in ("01_baselines_summary.csv", "01_baselines_runs.csv", "01_baselines_per_domain.csv"):
+        assert (reports / name).is_file(), name
+    summary = (reports / "01_baselines_summary.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in summary[1:]] == METHODS
+    text = markdown_text(baselines)
+    assert "Sequential fine-tuning forgets" in text and "HQ-SAM" in text  # a conclusion and the published table
+    assert n_images(baselines) == 3  # bars, heat maps, task curves
+
+
+def test_zero_shot_notebook_reuses_runs(work: Path, baselines: Any) -> None:
+    done = {m: (work / "runs" / "smoke" / f"{m}-paper-s0" / "matrix.json").stat().st_mtime_ns for m in METHODS}
+    nb = execute(work, "05_zero_shot", methods=METHODS, overrides=SMALL, n_examples=2)
+    assert errors(nb) == []
+    assert done == {m: (work / "runs" / "smoke" / f"{m}-paper-s0" / "matrix.json").stat().st_mtime_ns for m in METHODS}
+    probe = (work / "runs" / "smoke" / "reports" / "05_zero_shot_probe.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in probe[1:]] == METHODS
+    text = markdown_text(nb)
+    assert "reproduce the run's stored per-image scores (largest difference 0" in text
+    assert n_images(nb) == 2  # probe curves, example masks
+
+
+def test_inspect_refuses_a_deleted_step(work: Path, baselines: Any) -> None:
+    from cosam.errors import CosamError
+    from cosam.inspect import load_strategy
+
+    with pytest.raises(CosamError, match="keeps the state of step 8 only"):
+        load_strategy(work / "runs" / "smoke" / "sequential-paper-s0", step=3)
+
+
+def test_misspelt_parameter_fails_with_valid_names(work: Path) -> None:
+    out = work / "out" / "misspelt.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS / "01_baselines.ipynb"), str(out),
+                           "-p", "ordr", "paper", "-k", run_reports.KERNEL, "--cwd", str(REPO), "--no-progress-bar"],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert proc.returncode != 0
+    assert "valid parameters" in proc.stdout + proc.stderr
+    assert "unknown notebook parameter ordr" in proc.stdout + proc.stderr
