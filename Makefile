@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cosam-installed
 
-.PHONY: env study test clean-cache
+.PHONY: env study test reports clean-cache
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ study: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Execute every notebook on the cpu profile into results/<name>.{ipynb,html} (reuses finished runs).
+reports: $(STAMP)
+	OMP_NUM_THREADS=2 $(BIN)/python notebooks/run_reports.py --profile cpu
 
 clean-cache:
 	rm -rf .cache/cosam
