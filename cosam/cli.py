@@ -100,9 +100,10 @@ def run_study(profile: str, methods: Sequence[str], overrides: Dict[str, Any], d
         "## Last / Avg / FF (IoU and BIoU, %)",
         "",
         markdown_table(summary, pct=pct),
-        "## Per task (IoU, %): zero-shot, sequential right after its task and after the last task, joint",
+        "## Per task (IoU, %): zero-shot; sequential just before and right after its own task, and after the last task; joint",
         "",
-        markdown_table(per_domain, pct=["zero_shot", "sequential_own", "sequential_last", "forgetting", "joint"]),
+        markdown_table(per_domain, pct=["zero_shot", "sequential_before_own", "sequential_own", "sequential_last",
+                                        "forgetting", "joint"]),
     ]
     if "sequential" in runs:
         text += ["## Sequential task matrix (IoU, %)", "", matrix_markdown(runs["sequential"].matrix)]

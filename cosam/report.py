@@ -70,9 +70,11 @@ def summary_rows(runs: Sequence[RunRecord]) -> List[Dict[str, Any]]:
 
 
 def per_domain_rows(zeroshot: Optional[RunRecord], sequential: Optional[RunRecord], joint: Optional[RunRecord]) -> List[Dict[str, Any]]:
-    """Per task: zero-shot IoU, sequential right after its own task and after the last, joint.
+    """Per task: zero-shot IoU, sequential just before and right after its own task and after the
+    last, joint.
 
-    Columns are in training order of the sequential run; "own" is a[t][t] (the diagonal).
+    Columns are in training order of the sequential run; "own" is a[t][t] (the diagonal) and
+    "before_own" is a[t-1][t], the same task just before it is trained (what training on it adds).
     """
     ref = sequential or joint or zeroshot
     if ref is None:
@@ -85,6 +87,7 @@ def per_domain_rows(zeroshot: Optional[RunRecord], sequential: Optional[RunRecor
         if sequential is not None:
             sm = sequential.matrix
             own = sm.value("iou", j + 1, name) if name in sm.tasks and j + 1 < sm.n_rows else math.nan
+            row["sequential_before_own"] = sm.value("iou", j, name) if name in sm.tasks and j < sm.n_rows else math.nan
             row["sequential_own"] = own
             row["sequential_last"] = sm.value("iou", sm.n_rows - 1, name)
             row["forgetting"] = own - row["sequential_last"] if name in sm.tasks else math.nan
