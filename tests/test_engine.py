@@ -10,7 +10,7 @@ import json
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
 import numpy as np
 import pytest
@@ -26,14 +26,6 @@ from cosam.errors import CosamError
 METHODS = ("zeroshot", "sequential", "joint")
 SMALL: Dict[str, Any] = {"data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2}}
 RESULT_FILES = ("config.json", "matrix.json", "metrics.csv", "per_image.csv", "costs.json", "timing.json", "DONE")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

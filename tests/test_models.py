@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
 import torch
@@ -21,14 +21,6 @@ from torch import Tensor, nn
 
 from cosam.errors import CheckpointError, ConfigError
 from cosam.models import BACKBONES, HQBranch, SamModel, build_sam, decode, find_checkpoint, read_state_dict
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
