@@ -146,6 +146,19 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 }
 
 
+# Per-method adjustments of a profile, applied after the profile and before user overrides (and
+# so recorded in every run's config.json). SAM-Adapter cannot use the feature cache: every
+# training step runs the encoder forward and backward, and every evaluation re-encodes all test
+# images. In the cpu profile it trains on 8 images per domain for 4 epochs (every test image is
+# still evaluated, so its matrix is comparable with the other methods').
+METHOD_PROFILE_OVERRIDES: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "cpu": {
+        "sam_adapter": {"data": {"train_cap": 8}, "train": {"epochs": 4, "lr_step": 3}},
+        "sam_adapter_moda": {"data": {"train_cap": 8}, "train": {"epochs": 4, "lr_step": 3}},
+    },
+}
+
+
 def _field_names(cls: type) -> List[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -214,6 +227,8 @@ def make_config(
         raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     values = merge(Config().to_dict(), PROFILES[profile])
     values["profile"] = profile
+    method = (overrides or {}).get("method") or dotted_to_dict(dotted).get("method") or values["method"]
+    values = merge(values, METHOD_PROFILE_OVERRIDES.get(profile, {}).get(method, {}))
     if overrides:
         # Validate the overrides' keys before merging so a typo names itself.
         from_dict(Config, merge(values, overrides))

@@ -296,8 +296,23 @@ class RunLock:
 _IGNORED_FOR_RESUME = ("progress", "threads", "results_dir", "cache_dir")
 
 
-def _comparable(d: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in _IGNORED_FOR_RESUME}
+def _comparable(d: Dict[str, Any], used_fallback: Optional[bool] = None) -> Dict[str, Any]:
+    """The config entries that decide a run's results. ``used_fallback=False`` (the recorded run
+    ran on its requested backbone) drops the fallback settings, which it never used."""
+    out = {k: v for k, v in d.items() if k not in _IGNORED_FOR_RESUME}
+    if used_fallback is False:
+        out["model"] = {k: v for k, v in out["model"].items() if not k.startswith("fallback_")}
+    return out
+
+
+def _same_config(old_meta: Dict[str, Any], cfg: Config) -> bool:
+    """Whether a recorded run (its config.json) was made with ``cfg``."""
+    old = old_meta["config"]
+    resolved = old_meta.get("resolved", {})
+    used_fallback = None
+    if "backbone" in resolved:
+        used_fallback = resolved["backbone"] != old["model"]["backbone"]
+    return _comparable(old, used_fallback) == _comparable(cfg.to_dict(), used_fallback)
 
 
 @dataclass
@@ -317,8 +332,7 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
     run_dir = run_dir_for(cfg)
     done = run_dir / "DONE"
     if done.exists() and not force:
-        old = read_json(run_dir / "config.json")["config"]
-        if _comparable(old) != _comparable(cfg.to_dict()):
+        if not _same_config(read_json(run_dir / "config.json"), cfg):
             raise CosamError(f"{run_dir} holds a finished run with a different config; pass --force to overwrite it or set run_name")
         log.info("%s is finished; reusing it (pass --force to rerun)", run_dir)
         return run_dir
@@ -376,8 +390,7 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
             p.unlink(missing_ok=True)
     cfg_path = run_dir / "config.json"
     if cfg_path.exists() and list(state_dir.glob("step_*.pt")):
-        old = read_json(cfg_path)["config"]
-        if _comparable(old) != _comparable(cfg.to_dict()):
+        if not _same_config(read_json(cfg_path), cfg):
             raise CosamError(f"{run_dir} holds an unfinished run with a different config; pass --force to restart it or set run_name")
     root = bench.root
     model, cache, store = ctx.model, ctx.cache, ctx.store
