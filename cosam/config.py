@@ -257,6 +257,10 @@ def validate(cfg: Config) -> None:
         v = getattr(cfg.data, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ConfigError(f"data.{name} must be a positive integer or null, got {v!r}")
+    from .methods import get_method  # late: the methods import this module
+
+    # the method name and its options (unknown keys and bad values name themselves)
+    from_dict(get_method(cfg.method).Options, cfg.method_options, where="method_options.")
 
 
 def config_from_file(path: str) -> Config:

@@ -245,14 +245,13 @@ def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: Sa
         scores = []
         for start in range(0, len(es.samples), bs):
             sl = slice(start, start + bs)
-            if es.emb is not None:
-                emb, interm = es.emb[sl], es.interm[sl]
-            else:
-                images = torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]])
-                emb, interm = strategy.encode(images)
             prompts = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None) for b in es.boxes[sl]]
             tids = torch.full((len(prompts),), es.task_id, dtype=torch.long)
-            logits = strategy.predict(emb, interm, prompts, tids)
+            if es.emb is not None:
+                logits = strategy.predict(es.emb[sl], es.interm[sl], prompts, tids, samples=es.samples[sl])
+            else:
+                images = torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]])
+                logits = strategy.predict_images(images, prompts, tids, samples=es.samples[sl])
             scores.extend(score_logits(logits, es.gts[sl]))
         per_image[es.name] = scores
         faults.point("eval")

@@ -169,3 +169,70 @@ class FeatureCache:
             self.encode_seconds += time.perf_counter() - t0
         feats = [self._ram[k] for k in keys]
         return (torch.stack([f[0] for f in feats]).float(), torch.stack([f[1] for f in feats]).float())
+
+
+class BlockInputCache:
+    """MoDA's one-way token-pass inputs on disk and in RAM: each attention block's LayerNorm'd
+    patch tokens for one image, captured during an ordinary (frozen) encoder pass.
+
+    Same keying as :class:`FeatureCache` (weights id, input size, sha1 of the file), under
+    ``root/<weights_id>/<S>/blocks/``. Size per image: the sum over blocks of N_b·C_b values
+    (vit_t at 512 px: 2.7 M values, 5.3 MB in float16), so it is meant for small inputs; MoDA's
+    ``token_cache`` option decides (see :mod:`cosam.methods.moda`).
+
+    ``get`` returns per block a (n, N_b, C_b) tensor in the storage dtype.
+    """
+
+    def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
+                 progress: bool = True, enabled: bool = True) -> None:
+        self.features = FeatureCache(root, model, dtype, batch_size, progress, enabled)
+        self.root = self.features.root / "blocks"
+        self._ram: Dict[str, List[Tensor]] = {}
+        self.encode_seconds = 0.0
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.pt"
+
+    def _load(self, key: str) -> Optional[List[Tensor]]:
+        if key in self._ram:
+            return self._ram[key]
+        path = self._path(key)
+        if not (self.features.enabled and path.is_file()):
+            return None
+        try:
+            blocks = list(torch.load(path, map_location="cpu", weights_only=True)["blocks"])
+        except Exception:
+            log.warning("block-input cache entry %s is unreadable; recomputing it", path)
+            return None
+        self._ram[key] = blocks
+        return blocks
+
+    @torch.no_grad()
+    def get(self, samples: Sequence[SamplePath], store: SampleStore) -> List[Tensor]:
+        from .models.tokens import capture
+
+        f = self.features
+        keys = [f._key(s.image) for s in samples]
+        missing = [i for i, k in enumerate(keys) if self._load(k) is None]
+        if missing:
+            t0 = time.perf_counter()
+            bar = tqdm(total=len(missing), desc="token inputs", unit="img", disable=not f.progress, leave=False)
+            for start in range(0, len(missing), f.batch_size):
+                idx = missing[start:start + f.batch_size]
+                images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
+                with capture(f.model.image_encoder) as inputs:
+                    f.model.encode(images)
+                for j, i in enumerate(idx):
+                    blocks = [t[j].to(f.dtype).clone() for t in inputs]
+                    self._ram[keys[i]] = blocks
+                    if f.enabled:
+                        try:
+                            torch_save(self._path(keys[i]), {"blocks": blocks})
+                        except CosamError as exc:
+                            log.warning("block-input cache not written (%s); continuing in memory", exc)
+                            f.enabled = False
+                bar.update(len(idx))
+            bar.close()
+            self.encode_seconds += time.perf_counter() - t0
+        per = [self._ram[k] for k in keys]
+        return [torch.stack([p[b] for p in per]) for b in range(len(per[0]))]

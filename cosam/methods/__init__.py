@@ -12,13 +12,15 @@ from .ewc import EWC
 from .hq import HQSequential, Joint
 from .l2p import L2P
 from .lwf import LwF
+from .moda import DecoderTuningMoDA, SamAdapterMoDA, SequentialMoDA
 from .replay import Replay
 from .sam_adapter import SamAdapter
 from .zeroshot import ZeroShot
 
 METHODS: Dict[str, Type[Strategy]] = {
     cls.name: cls
-    for cls in (ZeroShot, HQSequential, Joint, LwF, EWC, Replay, L2P, DualPrompt, CodaPrompt, DecoderTuning, SamAdapter)
+    for cls in (ZeroShot, HQSequential, Joint, LwF, EWC, Replay, L2P, DualPrompt, CodaPrompt, DecoderTuning, SamAdapter,
+                SequentialMoDA, DecoderTuningMoDA, SamAdapterMoDA)
 }
 
 

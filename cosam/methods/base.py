@@ -120,8 +120,14 @@ class Strategy(nn.Module):
 
         return decode(self.model.mask_decoder, emb, self.model.image_pe(), sparse, dense).masks
 
-    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor) -> Tensor:
-        """Mask logits (B,1,4e,4e) for a batch whose prompts may be of mixed kinds."""
+    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
+                samples: Optional[Sequence[Any]] = None) -> Tensor:
+        """Mask logits (B,1,4e,4e) for a batch whose prompts may be of mixed kinds.
+
+        ``task_ids`` are the images' true domains: methods may use them during training (and for
+        bookkeeping) but never to choose a model at evaluation. ``samples`` (the images' files,
+        at evaluation) lets a method look up per-image data of its own, e.g. MoDA's token inputs.
+        """
         out: Optional[Tensor] = None
         for idx in group_by_kind(prompts):
             sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
@@ -132,6 +138,13 @@ class Strategy(nn.Module):
             out = out.index_copy(0, ix, logits)
         assert out is not None
         return out
+
+    def predict_images(self, images: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
+                       samples: Optional[Sequence[Any]] = None) -> Tensor:
+        """Evaluation from pixels (methods whose features are not cached): (B,3,S,S) 0..255 ->
+        mask logits (B,1,4e,4e). Default: :meth:`encode` then :meth:`predict`."""
+        emb, interm = self.encode(images)
+        return self.predict(emb, interm, prompts, task_ids, samples)
 
     def training_loss(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
         losses = mask_loss(logits, batch.labels, num_points=self.cfg.train.loss_points, generator=batch.generator)

@@ -9,7 +9,7 @@ epochs: the upper bound the released code mislabels (its "joint" runs sequential
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -58,7 +58,8 @@ class HQSequential(Strategy):
     def forward_masks(self, emb, interm, sparse, dense, task_ids) -> Tensor:
         return self.hq_logits(self.active_branch(), emb, interm, sparse, dense)
 
-    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor) -> Tensor:
+    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
+                samples: Optional[Sequence[Any]] = None) -> Tensor:
         """Decode each prompt kind separately, then run the HQ branch once on the whole batch.
 
         Same result as the per-group default; the branch's convolutions at 4e x 4e dominate the

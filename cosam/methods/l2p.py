@@ -30,7 +30,7 @@ tokens to the decoder, and the query–key matching loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,8 @@ class PromptStrategy(Strategy):
         """Tokens (B,n,256) for each image and the matching score (sum of cosines / B) or None."""
         raise NotImplementedError
 
-    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor) -> Tensor:
+    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
+                samples: Optional[Sequence[Any]] = None) -> Tensor:
         tokens, match = self.select(self.query(emb), task_ids.to(emb.device))
         self._match = match
         out: Optional[Tensor] = None
