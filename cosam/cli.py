@@ -1,8 +1,11 @@
-"""Command line: ``python -m cosam {run,study,check-data,methods}``.
+"""Command line: ``python -m cosam {run,study,sweep,aggregate,check-data,methods}``.
 
     python -m cosam run --method sequential --order shuffled --seed 0 --profile cpu
     python -m cosam run --method joint --set train.epochs=2 --set data.train_cap=16
     python -m cosam study                      # zero-shot + sequential + joint, cpu profile
+    python -m cosam sweep --methods sequential lwf --seeds 0 1 2 3 4 --orders paper reverse shuffled
+    python -m cosam sweep ... --print-commands # one independent `cosam run` command per run
+    python -m cosam aggregate                  # mean ± std tables of whatever has finished
     python -m cosam check-data /path/to/data   # validate a folder in the benchmark layout
 """
 from __future__ import annotations
@@ -12,10 +15,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from .config import PROFILES, make_config
 from .errors import CosamError
+
+if TYPE_CHECKING:
+    from .sweep import SweepSpec
 
 log = logging.getLogger("cosam")
 
@@ -26,9 +32,9 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
     o: Dict[str, Any] = {}
     if getattr(args, "method", None):
         o["method"] = args.method
-    if args.seed is not None:
+    if getattr(args, "seed", None) is not None:
         o["seed"] = args.seed
-    if args.order:
+    if getattr(args, "order", None):
         o.setdefault("data", {})["order"] = args.order if "," not in args.order else args.order.split(",")
     if args.data:
         o.setdefault("data", {})["root"] = args.data
@@ -120,6 +126,62 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_spec(args: argparse.Namespace) -> "SweepSpec":
+    from .sweep import SweepSpec
+
+    return SweepSpec(profile=args.profile, methods=args.methods or [], seeds=args.seeds or [], orders=args.orders or [],
+                     data=args.data, backbone=args.backbone, results_dir=args.results_dir, dotted=args.set)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep, sweep_commands
+
+    spec = _sweep_spec(args)
+    if args.print_commands:
+        for line in sweep_commands(spec, force=args.force):
+            print(line)
+        out = Path(args.out) if args.out else None
+        print(f"# then, from the same folder: {spec.aggregate_command(out)}", file=sys.stderr)
+        return 0
+    t0 = time.perf_counter()
+    outcomes, out = run_sweep(spec, force=args.force, out=Path(args.out) if args.out else None)
+    print((out / "sweep.md").read_text())
+    counts: Dict[str, int] = {}
+    for oc in outcomes:
+        counts[oc.status] = counts.get(oc.status, 0) + 1
+    print(f"sweep: {len(outcomes)} runs ({', '.join(f'{n} {k}' for k, n in counts.items())}); "
+          f"aggregate written to {out}  ({time.perf_counter() - t0:.0f} s)")
+    return 1 if counts.get("failed") else 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from .io import read_json
+    from .sweep import MANIFEST, SweepSpec, aggregate, discover
+
+    spec = _sweep_spec(args)
+    out = Path(args.out) if args.out else spec.default_out()
+    check = True
+    saved = read_json(out / MANIFEST)["spec"] if (out / MANIFEST).is_file() else None
+    if saved is not None and saved.get("profile") == spec.profile:
+        # the grid and options the sweep ran with, unless given again here
+        spec = SweepSpec(profile=spec.profile, methods=spec.methods or saved["methods"],
+                         seeds=spec.seeds or saved["seeds"], orders=spec.orders or saved["orders"],
+                         data=spec.data or saved.get("data"), backbone=spec.backbone or saved.get("backbone"),
+                         results_dir=spec.results_dir or saved.get("results_dir"), dotted=spec.dotted or saved.get("dotted", []))
+    elif not (spec.methods and spec.seeds and spec.orders):
+        methods, seeds, orders = discover(spec.default_out().parent.parent, spec.profile)
+        spec.methods, spec.seeds, spec.orders = spec.methods or methods, spec.seeds or seeds, spec.orders or orders
+        check = bool(args.set or args.data or args.backbone)
+        if not spec.methods:
+            print(f"error: no run folders under {spec.default_out().parent} and no {MANIFEST} in {out}", file=sys.stderr)
+            return 2
+    spec.validate()
+    tables = aggregate(spec, out, check_config=check)
+    print(tables.markdown)
+    print(f"aggregate of {len(tables.records)} finished runs ({len(tables.missing)} missing) written to {out}")
+    return 0
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
     from .data.check import check_data
 
@@ -141,15 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def common(sp: argparse.ArgumentParser, axes: bool = True, force: bool = True) -> None:
         sp.add_argument("--profile", default="cpu", choices=list(PROFILES))
-        sp.add_argument("--order", help="paper | reverse | shuffled | comma-separated task names")
-        sp.add_argument("--seed", type=int)
+        if axes:
+            sp.add_argument("--order", help="paper | reverse | shuffled | comma-separated task names")
+            sp.add_argument("--seed", type=int)
         sp.add_argument("--data", help="data root (default: $COSAM_DATA, ../shared/data/cosam-mini, else synthetic)")
         sp.add_argument("--backbone", help="vit_t | litemedsam | vit_b | vit_l | vit_h")
         sp.add_argument("--results-dir", dest="results_dir")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. train.epochs=3")
-        sp.add_argument("--force", action="store_true", help="rerun even if a finished run exists")
+        if force:
+            sp.add_argument("--force", action="store_true", help="rerun even if a finished run exists")
 
     r = sub.add_parser("run", help="run one method over the task sequence")
     r.add_argument("--method", required=True)
@@ -159,6 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", nargs="+", default=list(STUDY_METHODS))
     common(s)
     s.set_defaults(fn=cmd_study)
+    w = sub.add_parser("sweep", help="every method x seed x order as its own run, then mean ± std tables")
+    w.add_argument("--methods", nargs="+", required=True)
+    w.add_argument("--seeds", nargs="+", type=int, default=[0])
+    w.add_argument("--orders", nargs="+", default=["paper"], help="named orders: paper reverse shuffled")
+    w.add_argument("--print-commands", action="store_true",
+                   help="print one independent `python -m cosam run` command per run instead of running")
+    w.add_argument("--out", help="aggregate folder (default <results_dir>/<profile>/sweep)")
+    common(w, axes=False)
+    w.set_defaults(fn=cmd_sweep)
+    a = sub.add_parser("aggregate", help="mean ± std tables of a sweep's finished runs (grid from sweep.json, "
+                                         "else the given lists, else the run folders)")
+    a.add_argument("--methods", nargs="+")
+    a.add_argument("--seeds", nargs="+", type=int)
+    a.add_argument("--orders", nargs="+")
+    a.add_argument("--out", help="aggregate folder (default <results_dir>/<profile>/sweep)")
+    common(a, axes=False, force=False)
+    a.set_defaults(fn=cmd_aggregate)
     c = sub.add_parser("check-data", help="validate a data folder in the benchmark layout")
     c.add_argument("root")
     c.add_argument("--layout", default="cosam-mini")
@@ -171,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose or args.cmd in ("run", "study") else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.verbose or args.cmd in ("run", "study", "sweep") else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return args.fn(args)

@@ -405,3 +405,56 @@ def readme_section(path: Path, heading: str) -> str:
         if inside:
             out.append(line)
     return "\n".join(out).strip()
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps: order sensitivity
+# ----------------------------------------------------------------------------------------------
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes (for an atomic write), then closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def order_sensitivity(summary: Sequence[Mapping[str, Any]], per_seed: Sequence[Mapping[str, Any]],
+                      methods: Sequence[str], orders: Sequence[str], keys: Sequence[str] = ("last_iou", "ff_iou"),
+                      synthetic: bool = False) -> Figure:
+    """One panel per metric (Last-IoU and FF-IoU by default): per method, one bar per task order
+    at the mean over seeds (percent), error bars = the std over seeds (sample std, none for one
+    seed), dots = the individual seeds.
+
+    Arguments:
+      summary: rows of :func:`cosam.sweep.summary_stats` (order, method, n_seeds, <key>_mean, <key>_std).
+      per_seed: rows of :func:`cosam.sweep.per_seed_rows` (order, method, seed, <key>).
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(4.0, 1.2 + 0.9 * len(methods)) * len(keys) / 1.4, 3.2),
+                             squeeze=False, layout="constrained")
+    width = 0.8 / max(len(orders), 1)
+    colours = plt.get_cmap("tab10").colors
+    by = {(r["order"], r["method"]): r for r in summary}
+    for ax, key in zip(axes[0], keys):
+        for k, order in enumerate(orders):
+            xs = np.arange(len(methods)) + (k - (len(orders) - 1) / 2) * width
+            bars = []  # (x, mean, std) where the metric is defined
+            for x, m in zip(xs, methods):
+                r = by.get((order, m))
+                mean = float(r[f"{key}_mean"]) if r else math.nan
+                std = float(r[f"{key}_std"]) if r else math.nan
+                if math.isfinite(mean):
+                    bars.append((x, _pct(mean), _pct(std) if math.isfinite(std) else 0.0))
+            ax.bar([b[0] for b in bars], [b[1] for b in bars], width, yerr=[b[2] for b in bars], capsize=2,
+                   color=colours[k % len(colours)], alpha=0.75, label=order)
+            for x, m in zip(xs, methods):
+                vals = [_pct(float(r[key])) for r in per_seed if r["order"] == order and r["method"] == m
+                        and r.get(key) is not None and math.isfinite(float(r[key]))]
+                ax.scatter([x] * len(vals), vals, s=6, color="black", zorder=3)
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+        ax.set_ylabel("%")
+        ax.set_title(TABLE2_HEADERS.get(key, key))
+    axes[0, 0].legend(title="order", fontsize=7, title_fontsize=7)
+    fig.suptitle(title("Order sensitivity: mean ± sample std over seeds (dots: seeds)", synthetic))
+    return fig

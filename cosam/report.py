@@ -121,3 +121,12 @@ def matrix_markdown(m: TaskMatrix, metric: str = "iou") -> str:
     for i, label in enumerate(m.rows):
         rows.append({"after": f"{i} {label}", **{c: arr[i, j] for j, c in enumerate(m.columns)}})
     return markdown_table(rows, ["after"] + m.columns, pct=m.columns)
+
+
+def load_sweep(results_dir: Any = "results/runs", profile: str = "cpu", out: Optional[Path] = None) -> Any:
+    """The last sweep aggregate under ``<results_dir>/<profile>/sweep`` (mean ± std table,
+    per-seed rows, order sensitivity), or None when no sweep was aggregated there; see
+    :func:`cosam.sweep.load_sweep`, which this forwards to."""
+    from .sweep import load_sweep as _load_sweep
+
+    return _load_sweep(results_dir, profile, out)
