@@ -458,3 +458,65 @@ def order_sensitivity(summary: Sequence[Mapping[str, Any]], per_seed: Sequence[M
     axes[0, 0].legend(title="order", fontsize=7, title_fontsize=7)
     fig.suptitle(title("Order sensitivity: mean ± sample std over seeds (dots: seeds)", synthetic))
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# MoDA
+# ----------------------------------------------------------------------------------------------
+
+
+def confusion_heatmap(final: Mapping[str, Any], ax: Optional[Axes] = None, name: str = "") -> Axes:
+    """Router confusion after the last task: rows = true domain (and the probe), columns = the
+    adapter chosen, cells = share of the row's images (%)."""
+    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    adapters = list(final["adapters"])
+    rows = [r for r in adapters if r in final["confusion"]] + [r for r in final["confusion"] if r not in adapters]
+    arr = np.array([final["confusion"][r] for r in rows], dtype=float)
+    arr = 100.0 * arr / np.maximum(arr.sum(1, keepdims=True), 1)
+    ax.imshow(arr, cmap="Blues", vmin=0, vmax=100, aspect="auto")
+    for (i, j), v in np.ndenumerate(arr):
+        if v > 0:
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v > 60 else "black")
+    ax.set_xticks(range(len(adapters)), adapters, rotation=60, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("adapter chosen")
+    ax.set_ylabel("image's domain")
+    acc = final.get("accuracy")
+    ax.set_title(f"{name} router accuracy {100 * acc:.1f}%".strip() if acc is not None else name)
+    return ax
+
+
+def tsne_scatter(embedding: np.ndarray, domains: Sequence[str], ax: Optional[Axes] = None, name: str = "") -> Axes:
+    """2-D t-SNE points coloured by domain."""
+    ax = ax or plt.subplots(figsize=(4.5, 4))[1]
+    colours = plt.get_cmap("tab10")
+    names = list(dict.fromkeys(domains))
+    d = np.array(domains)
+    for i, n in enumerate(names):
+        pts = embedding[d == n]
+        ax.scatter(pts[:, 0], pts[:, 1], s=9, color=colours(i % 10), label=n, alpha=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(name)
+    return ax
+
+
+def ablation_bars(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("router_accuracy", "last_iou"),
+                  name: str = "") -> Figure:
+    """Grouped bars per ablation variant (rows need ``variant`` and the keys, as fractions)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 0.35 * len(rows) + 1.4), squeeze=False,
+                             layout="constrained")
+    labels = [r["variant"] for r in rows]
+    for ax, k in zip(axes[0], keys):
+        vals = [100.0 * float(r[k]) if r.get(k) is not None else np.nan for r in rows]
+        y = np.arange(len(rows))
+        ax.barh(y, vals, color=[plt.get_cmap("tab10")(int(r.get("group", 0)) % 10) for r in rows])
+        for yi, v in zip(y, vals):
+            if math.isfinite(v):
+                ax.text(v, yi, f" {v:.1f}", va="center", fontsize=7)
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{k} (%)")
+        ax.set_xlim(0, 105)
+    fig.suptitle(name)
+    return fig

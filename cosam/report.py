@@ -130,3 +130,50 @@ def load_sweep(results_dir: Any = "results/runs", profile: str = "cpu", out: Opt
     from .sweep import load_sweep as _load_sweep
 
     return _load_sweep(results_dir, profile, out)
+
+
+# ----------------------------------------------------------------------------------------------
+# MoDA
+# ----------------------------------------------------------------------------------------------
+
+
+def load_router(rec: RunRecord) -> Optional[Dict[str, Any]]:
+    """A MoDA run's ``router.json`` (None for other methods)."""
+    path = rec.path / "router.json"
+    return read_json(path) if path.exists() else None
+
+
+def moda_rows(runs: Dict[str, RunRecord]) -> List[Dict[str, Any]]:
+    """Each base beside base+MoDA: Last/Avg/FF (IoU, BIoU), router accuracy after the last task,
+    parameters stored per task and in all, buffer images, seconds of training.
+
+    ``runs`` maps method name -> record (bases ``sequential``, ``decoder_tuning``,
+    ``sam_adapter`` and their ``*_moda``; ``zeroshot`` first if present).
+    """
+    order = ["zeroshot"] + [m for b in ("sequential", "decoder_tuning", "sam_adapter") for m in (b, f"{b}_moda")]
+    rows = []
+    for m in [m for m in order if m in runs] + [m for m in runs if m not in order]:
+        r = runs[m]
+        row: Dict[str, Any] = {"method": m}
+        for metric in ("iou", "biou"):
+            s = r.matrix.summary(metric)
+            for k in ("last", "avg", "ff"):
+                row[f"{k}_{metric}"] = s[k]
+        router = load_router(r)
+        row["router_acc"] = router["final"]["accuracy"] if router and router.get("final") else None
+        row["stored_params_per_task"] = r.costs.get("stored_params_per_task")
+        row["stored_params_total"] = r.costs.get("stored_params_total")
+        row["buffer_images"] = (r.costs.get("buffer_images_per_task") or 0) * len(r.matrix.tasks) if router else 0
+        row["train_s"] = r.timing.get("train_s")
+        rows.append(row)
+    return rows
+
+
+def router_accuracy_rows(router: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Task-id accuracy per seen task after each evaluation step (rows: steps)."""
+    out = []
+    for entry in router["log"]:
+        row: Dict[str, Any] = {"step": entry["step"], "overall": entry["accuracy"]}
+        row.update(entry["per_task"])
+        out.append(row)
+    return out

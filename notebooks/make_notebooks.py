@@ -205,7 +205,8 @@ BASELINE_PARAMS = """
 profile = "cpu"
 order = "paper"
 seeds = [0]
-methods = ["zeroshot", "sequential", "joint", "lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning"]
+methods = ["zeroshot", "sequential", "joint", "lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning",
+           "sam_adapter"]
 backbone = None        # None: the profile's (vit_t; LiteMedSAM fallback when its weights are absent)
 data_root = None
 results_dir = "results/runs"
@@ -237,6 +238,12 @@ BASELINES: List[Cell] = [
                                                      zip(records, summary_rows(records))])
     display(Markdown(f"**Ours** — {label}\\n\\n" + markdown_table(plots.table2_rows(stats))))
     plots.summary_bars(stats, name=plots.title("Last / Avg / FF IoU per method", synthetic));
+    """),
+    code("""
+    from cosam.report import load_sweep
+    sweep = load_sweep(results_dir, profile)  # written by `python -m cosam sweep` (seeds x orders), if run
+    display(Markdown("### From the seeds × orders sweep\\n\\n" + sweep.markdown if sweep is not None else
+                     "(No seeds × orders sweep in this results folder: `python -m cosam sweep --help`.)"))
     """),
     md("## Per task: zero-shot, sequential right after its task and after the last, joint (IoU %)"),
     code("""
@@ -419,7 +426,308 @@ example_method = "sequential"   # whose final model is shown beside zero-shot
     """),
 ]
 
-NOTEBOOKS = {"00_benchmark": BENCHMARK, "01_baselines": BASELINES, "05_zero_shot": ZERO_SHOT}
+
+# ----------------------------------------------------------------------------------------------
+# 02: MoDA on the three bases
+# ----------------------------------------------------------------------------------------------
+
+MODA_PARAMS = """
+profile = "cpu"
+order = "paper"
+seeds = [0]
+bases = ["sequential", "decoder_tuning", "sam_adapter"]   # each runs alone and with MoDA (<base>_moda)
+moda_options = {}      # MoDA options for every *_moda run, e.g. {"router": "cosine"}
+backbone = None
+data_root = None
+results_dir = "results/runs"
+cache_dir = None
+overrides = {}
+"""
+MODA_NAMES = ["profile", "order", "seeds", "bases", "moda_options", "backbone", "data_root", "results_dir",
+              "cache_dir", "overrides"]
+
+MODA: List[Cell] = [
+    md("""
+    # 02 — MoDA on HQ-SAM, Decoder-Tuning and SAM-Adapter
+
+    **Question: does MoDA's adapter pool with a token router stop forgetting, and what does it
+    cost?** Each base (HQ-SAM = `sequential`, `decoder_tuning`, `sam_adapter`) runs alone and
+    with MoDA over the same sequence; SAM zero-shot is the reference. The report gives Last / Avg /
+    FF, the task matrices, the router's task-id accuracy and confusion matrix after the last task,
+    and the storage each method keeps per task. Finished runs are reused, not retrained.
+    """),
+    code(SETUP),
+    params(MODA_PARAMS),
+    end(MODA_NAMES),
+    code("""
+    from cosam.engine import Context, run
+    from cosam.io import write_csv
+    from cosam.report import data_label, load_router, load_run, moda_rows, router_accuracy_rows
+
+    methods = ["zeroshot"] + [m for b in nb.as_list(bases) for m in (b, f"{b}_moda")]
+    ctx = Context()
+    runs, walls = {}, []
+    for method in methods:
+        for s in nb.as_list(seeds):
+            extra = {"method_options": dict(moda_options)} if method.endswith("_moda") and moda_options else None
+            t0 = time.perf_counter()
+            path = run(nb.config_for(params, method, int(s), extra=extra), ctx=ctx)
+            runs.setdefault(method, []).append(load_run(path))
+            walls.append({"method": method, "seed": int(s), "wall_s": time.perf_counter() - t0, "run": str(path)})
+    records = [r for recs in runs.values() for r in recs]
+    label = data_label(records)
+    synthetic = "SYNTHETIC" in label
+    res = records[0].meta["resolved"]
+    report_dir = Path(results_dir) / profile / "reports"
+    first = {m: recs[0] for m, recs in runs.items()}
+    display(Markdown(f"Data: **{label}**. Backbone `{res['backbone']}` at {res['image_size']} px; "
+                     f"order {', '.join(res['order'])}; seeds {nb.as_list(seeds)}; profile `{profile}`."))
+    display(Markdown(markdown_table(walls, ["method", "seed", "wall_s", "run"])))
+    """),
+    md("## Each base alone and with MoDA (first seed; IoU/BIoU %, router accuracy after the last task)"),
+    code("""
+    table = moda_rows(first)
+    write_csv(report_dir / "02_moda_table.csv", table)
+    pct = [k for k in table[0] if k.endswith(("_iou", "_biou"))] + ["router_acc"]
+    display(Markdown(markdown_table(table, pct=pct)))
+    if any(len(recs) > 1 for recs in runs.values()):
+        stats = plots.seed_stats(runs)
+        display(Markdown("Over seeds (mean ± std):\\n\\n" + markdown_table(plots.table2_rows(stats))))
+    from cosam.report import load_sweep
+    sweep = load_sweep(results_dir, profile)
+    if sweep is not None:
+        display(Markdown("### From the seeds × orders sweep (`python -m cosam sweep`)\\n\\n" + sweep.markdown))
+    """),
+    md("## Task matrices: each base (left) and with MoDA (right), IoU %"),
+    code("""
+    pairs = [(b, f"{b}_moda") for b in nb.as_list(bases) if b in first and f"{b}_moda" in first]
+    if pairs:
+        fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.6 * len(pairs)), squeeze=False, layout="constrained")
+        for (b, m), row in zip(pairs, axes):
+            plots.matrix_heatmap(first[b].matrix, "iou", ax=row[0], name=b)
+            plots.matrix_heatmap(first[m].matrix, "iou", ax=row[1], name=m)
+        fig.suptitle(plots.title("Task matrices (row t: after training step t)", synthetic))
+    """),
+    md("## The router: confusion after the last task (% of each domain's test images per adapter)"),
+    code("""
+    routed = {m: load_router(r) for m, r in first.items() if load_router(r)}
+    if routed:
+        fig, axes = plt.subplots(1, len(routed), figsize=(4.6 * len(routed), 4.2), squeeze=False, layout="constrained")
+        for ax, (m, router) in zip(axes[0], routed.items()):
+            plots.confusion_heatmap(router["final"], ax=ax, name=m)
+        fig.suptitle(plots.title("Router confusion after the last task", synthetic))
+        for m, router in routed.items():
+            acc_rows = router_accuracy_rows(router)
+            write_csv(report_dir / f"02_moda_router_{m}.csv", acc_rows)
+        m0 = next(iter(routed))
+        acc_rows = router_accuracy_rows(routed[m0])
+        display(Markdown(f"Task-id accuracy of `{m0}` on the seen tasks' test images after each step (%):\\n\\n"
+                         + markdown_table(acc_rows, pct=[k for k in acc_rows[-1] if k != "step"])))
+    """),
+    md("## Storage and compute per task"),
+    code("""
+    cost = [{"method": r["method"], "stored params / task": r["stored_params_per_task"],
+             "stored params, all": r["stored_params_total"], "buffer images": r["buffer_images"],
+             "train s": r["train_s"]} for r in table]
+    display(Markdown(markdown_table(cost)))
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(cost) + 1.2), layout="constrained")
+    ax.barh([c["method"] for c in cost], [(c["stored params, all"] or 0) / 1e6 for c in cost], color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlabel("parameters stored after the last task (millions)")
+    ax.set_title(plots.title("What each method keeps", synthetic));
+    """),
+    md("## Conclusions"),
+    code("""
+    by = {r["method"]: r for r in table}
+    lines = [f"- Data: {label}."]
+    for b, m in pairs:
+        d = 100 * (by[m]["last_iou"] - by[b]["last_iou"])
+        ff = 100 * by[m]["ff_iou"]
+        ok = "meets" if d > 0 and ff <= 1.0 else "misses"
+        lines.append(f"- {b}: Last-IoU {100 * by[b]['last_iou']:.1f}% → {100 * by[m]['last_iou']:.1f}% with MoDA ({d:+.1f} points); "
+                     f"FF-IoU {100 * by[b]['ff_iou']:.1f} → {ff:.1f} points; router accuracy "
+                     f"{100 * (by[m]['router_acc'] or 0):.1f}%. This {ok} the target (Last up, FF ≤ 1 point).")
+    if "zeroshot" in by:
+        above = [m for _, m in pairs if by[m]["last_iou"] > by["zeroshot"]["last_iou"]]
+        lines.append(f"- SAM zero-shot scores {100 * by['zeroshot']['last_iou']:.1f}% Last-IoU; "
+                     f"{len(above)} of {len(pairs)} MoDA variants end above it.")
+    for m, router in routed.items():
+        final = router["final"]
+        worst = min(final["per_task"], key=final["per_task"].get)
+        conf = final["confusion"][worst]
+        wrong = max((c, final["adapters"][j]) for j, c in enumerate(conf) if final["adapters"][j] != worst) if len(conf) > 1 else (0, "-")
+        lines.append(f"- {m}: the router is least accurate on {worst} ({100 * final['per_task'][worst]:.1f}%), "
+                     f"whose images it sends most often to the {wrong[1]} adapter ({wrong[0]} images).")
+    display(Markdown("\\n".join(lines)))
+    """),
+]
+
+# ----------------------------------------------------------------------------------------------
+# 03: MoDA ablations (router side, on one trained pool)
+# ----------------------------------------------------------------------------------------------
+
+ABLATIONS: List[Cell] = [
+    md("""
+    # 03 — MoDA ablations
+
+    **Question: which parts of MoDA's router matter?** GFT alone vs GFT + GAT, the number of
+    assistant tokens (0/1/4/9), trained vs the released random tokens, one-way vs the released full
+    attention, linear vs cosine router, and the buffer size (1/5/10/20 images per task).
+
+    None of these touches the adapters (each adapter trains on its own task from the base's
+    initial state), and the router restarts from the same seeded values at every retraining, so
+    `cosam.ablation.reroute` retrains only the router on the finished pool of one MoDA run and
+    evaluates: the rows equal those of a full run with the same options (tested). `steps="last"`
+    gives the final row (Last and the final router accuracy); `steps="all"` the whole matrix.
+    """),
+    code(SETUP),
+    params("""
+    profile = "cpu"
+    order = "paper"
+    seed = 0
+    method = "sequential_moda"   # the MoDA run whose pool is re-routed
+    steps = "last"               # last | all
+    variants = {
+        "default: k=9, trained, one-way, linear, buffer 10": {},
+        "GFT only (k=0)": {"n_gat": 0},
+        "k=1": {"n_gat": 1},
+        "k=4": {"n_gat": 4},
+        "random tokens (released)": {"train_tokens": False},
+        "full attention, random tokens (released)": {"attention": "full", "train_tokens": False},
+        "cosine router": {"router": "cosine"},
+        "buffer 1": {"buffer_size": 1},
+        "buffer 5": {"buffer_size": 5},
+        "buffer 20": {"buffer_size": 20},
+    }
+    backbone = None
+    data_root = None
+    results_dir = "results/runs"
+    cache_dir = None
+    overrides = {}
+    """),
+    end(["profile", "order", "seed", "method", "steps", "variants", "backbone", "data_root", "results_dir",
+         "cache_dir", "overrides"]),
+    code("""
+    from cosam.ablation import reroute
+    from cosam.engine import Context, run
+    from cosam.io import write_csv
+    from cosam.report import data_label, load_run
+
+    ctx = Context()
+    base_run = load_run(run(nb.config_for(params, method, int(seed)), ctx=ctx))
+    label = data_label([base_run])
+    synthetic = "SYNTHETIC" in label
+    report_dir = Path(results_dir) / profile / "reports"
+    rows = []
+    for i, (name, options) in enumerate(variants.items()):
+        t0 = time.perf_counter()
+        r = reroute(base_run.path, options, steps=steps, ctx=ctx)
+        rows.append({"variant": name, "options": str(options), **{k: r["summary"].get(k) for k in
+                    ("router_accuracy", "last_iou", "last_biou", "avg_iou", "ff_iou")},
+                     "router_s": sum(r["router_seconds"]), "wall_s": time.perf_counter() - t0})
+    write_csv(report_dir / "03_ablations.csv", rows)
+    res = base_run.meta["resolved"]
+    display(Markdown(f"Data: **{label}**. `{method}`, backbone `{res['backbone']}` at {res['image_size']} px; "
+                     f"order {', '.join(res['order'])}; seed {seed}; profile `{profile}`; steps `{steps}`."))
+    """),
+    md("## Router accuracy and Last after the last task, per variant (%)"),
+    code("""
+    cols = ["variant", "router_accuracy", "last_iou", "last_biou"] + (["avg_iou", "ff_iou"] if steps == "all" else []) + ["router_s", "wall_s"]
+    display(Markdown(markdown_table(rows, cols, pct=["router_accuracy", "last_iou", "last_biou", "avg_iou", "ff_iou"])))
+    plots.ablation_bars(rows, name=plots.title(f"{method}: router ablations", synthetic));
+    """),
+    md("## Conclusions"),
+    code("""
+    by = {r["variant"]: r for r in rows}
+    default = rows[0]
+    lines = [f"- Data: {label}.", f"- Default ({default['variant']}): router accuracy {100 * default['router_accuracy']:.1f}%, "
+             f"Last-IoU {100 * default['last_iou']:.1f}%."]
+    best = max(rows, key=lambda r: r["router_accuracy"])
+    worst = min(rows, key=lambda r: r["router_accuracy"])
+    lines.append(f"- Most accurate router: {best['variant']} ({100 * best['router_accuracy']:.1f}%); least: "
+                 f"{worst['variant']} ({100 * worst['router_accuracy']:.1f}%, Last-IoU {100 * worst['last_iou']:.1f}%).")
+    spread = 100 * (max(r["last_iou"] for r in rows) - min(r["last_iou"] for r in rows))
+    lines.append(f"- Across variants Last-IoU spans {spread:.1f} points: the router decides which adapter segments, "
+                 f"so its accuracy is what the ablations move.")
+    for r in rows[1:]:
+        lines.append(f"- {r['variant']}: router accuracy {100 * (r['router_accuracy'] - default['router_accuracy']):+.1f} points, "
+                     f"Last-IoU {100 * (r['last_iou'] - default['last_iou']):+.1f} points vs the default.")
+    display(Markdown("\\n".join(lines)))
+    """),
+]
+
+# ----------------------------------------------------------------------------------------------
+# 04: t-SNE of GFT queries vs plain encoder features
+# ----------------------------------------------------------------------------------------------
+
+TSNE: List[Cell] = [
+    md("""
+    # 04 — Do the Global Feature Tokens separate the domains?
+
+    **Question: is the GFT query a better domain signature than the plain encoder's features?**
+    For every test image: the GFT query of a finished MoDA run (trained tokens), the same query with
+    the released random tokens, and the mean-pooled SAM image embedding. Each is embedded with t-SNE
+    (scikit-learn) and scored with the silhouette coefficient on the true domains, in the feature
+    space (cosine) and in the 2-D map.
+    """),
+    code(SETUP),
+    params("""
+    profile = "cpu"
+    order = "paper"
+    seed = 0
+    method = "sequential_moda"
+    per_domain = None      # test images per domain (None: all)
+    perplexity = 30.0
+    backbone = None
+    data_root = None
+    results_dir = "results/runs"
+    cache_dir = None
+    overrides = {}
+    """),
+    end(["profile", "order", "seed", "method", "per_domain", "perplexity", "backbone", "data_root", "results_dir",
+         "cache_dir", "overrides"]),
+    code("""
+    from cosam.analysis import gft_features, separation
+    from cosam.engine import Context, run
+    from cosam.io import write_csv
+    from cosam.report import data_label, load_run
+
+    ctx = Context()
+    rec = load_run(run(nb.config_for(params, method, int(seed)), ctx=ctx))
+    label = data_label([rec])
+    synthetic = "SYNTHETIC" in label
+    feats = gft_features(rec.path, per_domain=per_domain, ctx=ctx)
+    spaces = {"GFT query (trained tokens)": feats.queries, "GFT query (random tokens)": feats.queries_random,
+              "mean-pooled SAM embedding": feats.pooled}
+    result = {name: separation(x, feats.domains, seed=int(seed), perplexity=perplexity) for name, x in spaces.items()}
+    scores = [{"features": n, "dim": spaces[n].shape[1], "silhouette (features, cosine)": r["silhouette_features"],
+               "silhouette (t-SNE 2-D)": r["silhouette_tsne"]} for n, r in result.items()]
+    write_csv(Path(results_dir) / profile / "reports" / "04_tsne_silhouette.csv", scores)
+    display(Markdown(f"Data: **{label}**. `{method}` run `{rec.path}`; {len(feats.domains)} test images."))
+    display(Markdown(markdown_table(scores)))
+    """),
+    code("""
+    fig, axes = plt.subplots(1, len(result), figsize=(4.4 * len(result), 4.2), layout="constrained")
+    for ax, (name, r) in zip(axes, result.items()):
+        plots.tsne_scatter(r["embedding"], feats.domains, ax=ax, name=f"{name}\\nsilhouette {r['silhouette_features']:.2f}")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(plots.title("t-SNE of test images, coloured by domain", synthetic));
+    """),
+    md("## Conclusions"),
+    code("""
+    s = {n: r["silhouette_features"] for n, r in result.items()}
+    t, rnd, pooled = s["GFT query (trained tokens)"], s["GFT query (random tokens)"], s["mean-pooled SAM embedding"]
+    lines = [f"- Data: {label}.",
+             f"- Silhouette on the true domains (feature space, cosine): trained GFT {t:.3f}, random-token GFT {rnd:.3f}, "
+             f"pooled SAM embedding {pooled:.3f} (1 = perfectly separated clusters, 0 = overlapping).",
+             f"- The trained GFT query separates the domains {'better' if t > pooled else 'worse'} than the plain pooled "
+             f"features ({t - pooled:+.3f}) and {'better' if t > rnd else 'worse'} than the released random tokens ({t - rnd:+.3f})."]
+    display(Markdown("\\n".join(lines)))
+    """),
+]
+
+NOTEBOOKS = {"00_benchmark": BENCHMARK, "01_baselines": BASELINES, "02_moda": MODA, "03_ablations": ABLATIONS,
+             "04_tsne": TSNE, "05_zero_shot": ZERO_SHOT}
 
 
 def build(cells: List[Cell]) -> nbformat.NotebookNode:

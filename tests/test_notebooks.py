@@ -141,3 +141,42 @@ def test_misspelt_parameter_fails_with_valid_names(work: Path) -> None:
     assert proc.returncode != 0
     assert "valid parameters" in proc.stdout + proc.stderr
     assert "unknown notebook parameter ordr" in proc.stdout + proc.stderr
+
+
+MODA_SMALL: Dict[str, Any] = {"data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2}, "train": {"epochs": 1}}
+
+
+@pytest.fixture(scope="module")
+def moda(work: Path) -> Any:
+    """02 on one base (Decoder-Tuning, the cheapest); 03 and 04 reuse its MoDA run."""
+    return execute(work, "02_moda", bases=["decoder_tuning"], moda_options={"router_epochs": 2}, overrides=MODA_SMALL)
+
+
+def test_moda_notebook(work: Path, moda: Any) -> None:
+    assert errors(moda) == []
+    for m in ("zeroshot", "decoder_tuning", "decoder_tuning_moda"):
+        assert (work / "runs" / "smoke" / f"{m}-paper-s0" / "DONE").is_file()
+    table = (work / "runs" / "smoke" / "reports" / "02_moda_table.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in table[1:]] == ["zeroshot", "decoder_tuning", "decoder_tuning_moda"]
+    assert (work / "runs" / "smoke" / "reports" / "02_moda_router_decoder_tuning_moda.csv").is_file()
+    text = markdown_text(moda)
+    assert "decoder_tuning: Last-IoU" in text and "the router is least accurate on" in text
+    assert n_images(moda) == 3  # matrices, confusion, storage
+
+
+def test_ablation_and_tsne_notebooks_reuse_the_moda_run(work: Path, moda: Any) -> None:
+    run = work / "runs" / "smoke" / "decoder_tuning_moda-paper-s0"
+    before = (run / "matrix.json").stat().st_mtime_ns
+    common_p = {"method": "decoder_tuning_moda", "overrides": {**MODA_SMALL, "method_options": {"router_epochs": 2}}}
+    nb = execute(work, "03_ablations", variants={"default": {}, "random tokens": {"train_tokens": False},
+                                                 "buffer 1": {"buffer_size": 1}}, **common_p)
+    assert errors(nb) == []
+    rows = (work / "runs" / "smoke" / "reports" / "03_ablations.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["default", "random tokens", "buffer 1"]
+    assert "Most accurate router" in markdown_text(nb)
+    nb = execute(work, "04_tsne", per_domain=2, perplexity=5.0, **common_p)
+    assert errors(nb) == []
+    sil = (work / "runs" / "smoke" / "reports" / "04_tsne_silhouette.csv").read_text().splitlines()
+    assert len(sil) == 1 + 3
+    assert "Silhouette on the true domains" in markdown_text(nb)
+    assert (run / "matrix.json").stat().st_mtime_ns == before  # reused, not retrained
