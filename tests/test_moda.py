@@ -65,6 +65,27 @@ def test_one_way_capture_leaves_features_unchanged_and_tokens_train(make) -> Non
     assert not torch.allclose(full[:, 0], q.detach())
 
 
+@pytest.mark.parametrize("make,size", [(tinyvit_encoder, 64), (tinyvit_encoder, 96), (tiny_vit_encoder, 64)],
+                         ids=["tinyvit", "tinyvit-padded-windows", "vit-windows"])
+def test_live_kv_capture_equals_recomputed_kv(make, size) -> None:
+    """The live path reads k/v from the blocks' own (windowed, padded) qkv: same as recomputing."""
+    from cosam.models.tokens import capture_kv
+
+    enc = make()
+    if isinstance(enc, ViTEncoder):
+        enc.img_size = size
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad(), capture(enc) as inputs, capture_kv(enc) as kv:
+        enc(x)
+    reader = TokenReader(enc, n_gat=2, generator=torch.Generator().manual_seed(0))
+    want = reader.patch_kv(inputs)
+    assert len(kv) == len(want)
+    for (k1, v1), (k2, v2) in zip(kv, want):
+        torch.testing.assert_close(k1, k2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(reader.read(kv), reader.read(want))
+
+
 def test_one_way_read_matches_explicit_attention() -> None:
     """The GFT after one TinyViT block equals a hand-written masked attention over [tokens; patches]."""
     enc = tinyvit_encoder()

@@ -72,7 +72,7 @@ from ..data.benchmark import Task
 from ..data.prompts import Prompt
 from ..errors import CheckpointError, ConfigError
 from ..models.tiny_vit import TinyViT
-from ..models.tokens import TokenReader, capture
+from ..models.tokens import TokenReader, capture, capture_kv
 from .base import Experience, NoOptions, Strategy
 from .decoder_tuning import DecoderTuning
 from .hq import HQOptions, HQSequential
@@ -284,9 +284,9 @@ class MoDA(Strategy):
                 q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
                 emb = interm = None
             else:
-                with capture(self.model.image_encoder) as inputs:
+                with capture_kv(self.model.image_encoder) as kv:
                     emb, interm = self.model.encode(images)
-                q = self.reader.query_from_inputs(inputs)
+                q = self.reader.read(kv)[:, 0]
         route = self.route(q)
 
         def run(ix: Tensor) -> Tensor:

@@ -140,6 +140,50 @@ def capture(encoder: nn.Module) -> Iterator[List[Tensor]]:
             h.remove()
 
 
+@contextmanager
+def capture_kv(encoder: nn.Module) -> Iterator[List[KV]]:
+    """Record each attention block's patch keys and values *as the block computes them*.
+
+    The live inference path: the tokens need the patches' k and v at every block, which the
+    block's own ``qkv`` projection already computes for its (windowed) attention, so reading them
+    there costs nothing extra (recomputing them from the captured inputs, as
+    :meth:`TokenReader.patch_kv` does for cached inputs, costs about a third of the encoder's
+    MACs). Windows are stitched back and their zero padding cropped. Yields a list that holds
+    ``(k, v)`` per block, each (B, heads, N_b, d), once the forward has run.
+    """
+    specs = attention_blocks(encoder)
+    out: List[KV] = []
+    handles = []
+    for spec in specs:
+        shape: dict = {}
+
+        def pre(_m: nn.Module, args: Tuple[Tensor, ...], shape: dict = shape) -> None:
+            shape["bhwc"] = tuple(args[0].shape)  # (B,H,W,C): both families' block input
+
+        def post(_m: nn.Module, _args: Tuple[Tensor, ...], y: Tensor, spec: BlockSpec = spec, shape: dict = shape) -> None:
+            b, h, w, _ = shape["bhwc"]
+            c3 = y.shape[-1]
+            if spec.family == "tinyvit":
+                ws = spec.block.window  # type: ignore[union-attr]
+                windowed = not (h == ws and w == ws)  # TinyViTBlock.attend's rule
+            else:
+                ws = spec.block.window_size  # type: ignore[union-attr]
+                windowed = ws > 0
+            if windowed:  # windows (B*nW, ws*ws, 3C) or (B*nW, ws, ws, 3C): stitch, crop padding
+                ph, pw = h + (ws - h % ws) % ws, w + (ws - w % ws) % ws
+                y = y.reshape(b, ph // ws, pw // ws, ws, ws, c3).transpose(2, 3).reshape(b, ph, pw, c3)[:, :h, :w]
+            _, k, v = _heads(spec, y.reshape(b, h * w, c3))
+            out.append((k, v))
+
+        handles.append(spec.block.register_forward_pre_hook(pre))
+        handles.append(spec.block.attn.qkv.register_forward_hook(post))
+    try:
+        yield out
+    finally:
+        for hd in handles:
+            hd.remove()
+
+
 class TokenReader(nn.Module):
     """GFT + GAT tokens and their pass through a frozen encoder's attention blocks.
 
