@@ -143,15 +143,16 @@ def predict_examples(run_dir: Path, samples: Sequence[SamplePath], step: Union[s
     sam = strategy.model
     store = SampleStore(sam.image_size, cfg.data.allow_nonbinary_masks)
     items = [store.get(s, keep_image=True) for s in samples]
+    prompts = [Prompt(kind="box", box=i.box) for i in items]
+    tids = torch.tensor([ids[s.domain] for s in samples], dtype=torch.long)
+    strategy.eval()
     if strategy.needs_pixels:
-        emb, interm = strategy.encode(torch.stack([i.image for i in items]))
+        logits = strategy.predict_images(torch.stack([i.image for i in items]), prompts, tids, samples=list(samples))
     else:
         cache = FeatureCache(default_cache_dir(cfg) / "features", sam, cfg.train.cache_dtype,
                              progress=False, enabled=cfg.train.cache_features)
         emb, interm = cache.get(list(samples), store)
-    prompts = [Prompt(kind="box", box=i.box) for i in items]
-    tids = torch.tensor([ids[s.domain] for s in samples], dtype=torch.long)
-    logits = strategy.predict(emb, interm, prompts, tids)
+        logits = strategy.predict(emb, interm, prompts, tids, samples=list(samples))
     scores = score_logits(logits, [i.gt for i in items])
     out = []
     for s, item, lg, (a, b) in zip(samples, items, logits, scores):
