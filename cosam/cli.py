@@ -51,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = make_config(args.profile, _overrides(args), args.set)
     t0 = time.perf_counter()
     path = run(cfg, force=args.force)
+    from .distributed import info
+
+    if not info().is_main:  # under torchrun rank 0 reports
+        return 0
     _print_run(path)
     print(f"run folder: {path}  ({time.perf_counter() - t0:.0f} s)")
     return 0
@@ -87,6 +91,10 @@ def run_study(profile: str, methods: Sequence[str], overrides: Dict[str, Any], d
     wall = time.perf_counter() - t_all
     first = next(iter(runs.values()))
     out = Path(out_dir) if out_dir else first.path.parent / "study"
+    from .distributed import info
+
+    if not info().is_main:  # under torchrun only rank 0 writes
+        return out
     recs = list(runs.values())
     summary = summary_rows(recs)
     per_domain = per_domain_rows(runs.get("zeroshot"), runs.get("sequential"), runs.get("joint"))
@@ -121,6 +129,10 @@ def run_study(profile: str, methods: Sequence[str], overrides: Dict[str, Any], d
 def cmd_study(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = run_study(args.profile, args.methods, _overrides(args), args.set, args.force)
+    from .distributed import info
+
+    if not info().is_main:
+        return 0
     print((out / "study.md").read_text())
     print(f"study written to {out}  ({time.perf_counter() - t0:.0f} s)")
     return 0

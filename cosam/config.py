@@ -15,6 +15,10 @@ Profiles (the single switch between a seconds-long test and the paper protocol):
   per task at lr 1e-4. About 15 minutes for zero-shot + sequential + joint on 2 cores.
 * ``paper``: the reference protocol (§5): 1024 px, large-scale jitter + flip (no feature cache),
   24 epochs, batch 4, Adam 1e-3, StepLR(10, 0.1), 12544 loss points, all images.
+
+Every profile runs where ``device`` says (``auto``: the GPU when there is one). On CUDA,
+``train.precision="auto"`` means bf16 autocast (TF32 for what stays fp32); on the CPU it means
+fp32, so CPU results do not depend on these settings (:mod:`cosam.accel`).
 """
 from __future__ import annotations
 
@@ -70,7 +74,18 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Per-task optimisation (reference §5)."""
+    """Per-task optimisation (reference §5) and how it runs on the device.
+
+    batch_size: the global batch; under torchrun each of W processes takes batch_size / W of it
+      (:mod:`cosam.distributed`), so results do not depend on the number of GPUs.
+    precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU) | ``fp32`` | ``bf16`` (CPU
+      autocast too when asked for explicitly). Parameters, optimiser state and the loss stay fp32.
+    tf32: let fp32 matmuls and convolutions use TF32 on CUDA (ignored on the CPU).
+    compile: ``torch.compile`` the image encoder (in place; the state-dict keys are unchanged).
+    cache_on_device: where the cached features of the task being trained live on CUDA:
+      ``auto`` (on the GPU when they take at most half its free memory) | ``always`` | ``never``
+      (host memory, copied per batch). Ignored on the CPU.
+    """
 
     epochs: int = 24
     batch_size: int = 4
@@ -84,6 +99,10 @@ class TrainConfig:
     loss_points: int = 12544
     cache_features: bool = True
     cache_dtype: str = "float16"
+    precision: str = "auto"
+    tf32: bool = True
+    compile: bool = False
+    cache_on_device: str = "auto"
 
 
 @dataclass
@@ -95,7 +114,11 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    """Everything that defines a run. ``method_options`` is checked by the method itself."""
+    """Everything that defines a run. ``method_options`` is checked by the method itself.
+
+    device: ``auto`` (``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``) | ``cpu`` |
+      ``cuda`` | ``cuda:N``.
+    """
 
     profile: str = "cpu"
     method: str = "sequential"
@@ -105,6 +128,7 @@ class Config:
     run_name: Optional[str] = None
     threads: Optional[int] = None
     progress: bool = True
+    device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -140,8 +164,9 @@ PROFILES: Dict[str, Dict[str, Any]] = {
     },
     "paper": {
         "model": {"backbone": "vit_t", "image_size": 1024},
+        # precision "auto": bf16 autocast on CUDA (the GPU protocol), fp32 on the CPU.
         "train": {"epochs": 24, "batch_size": 4, "lr": 1e-3, "lr_step": 10, "lr_gamma": 0.1, "augment": "lsj",
-                  "loss_points": 12544},
+                  "loss_points": 12544, "precision": "auto"},
     },
 }
 
@@ -253,6 +278,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{name} must be a positive integer, got {getattr(t, name)!r}")
     if t.cache_dtype not in ("float16", "float32", "bfloat16"):
         raise ConfigError(f"train.cache_dtype={t.cache_dtype!r}; valid: float16, bfloat16, float32")
+    if t.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision={t.precision!r}; valid: auto, fp32, bf16")
+    if t.cache_on_device not in ("auto", "always", "never"):
+        raise ConfigError(f"train.cache_on_device={t.cache_on_device!r}; valid: auto, always, never")
+    if not (cfg.device in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:")):
+        raise ConfigError(f"device={cfg.device!r}; valid: auto, cpu, cuda, cuda:N")
     for name in ("train_cap", "test_cap", "probe_cap"):
         v = getattr(cfg.data, name)
         if v is not None and (not isinstance(v, int) or v < 1):

@@ -8,9 +8,14 @@ One loop (:func:`fit`) trains every method; methods differ only through their ho
 (``state/step_<t>.pt``), so a killed run resumes from the last finished task; each task draws its
 randomness from a generator seeded by (seed, task index), so a resumed run equals an
 uninterrupted one.
+
+Device and precision come from :mod:`cosam.accel` (no-ops on the CPU); under ``torchrun`` the
+loop runs data-parallel, sharding batches and evaluation (:mod:`cosam.distributed`).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import fcntl
 import logging
 import os
@@ -23,7 +28,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .config import Config, config_from_file
+from . import distributed
+from .accel import CPU, Accel, keep_on_device, maybe_compile, setup as setup_accel
+from .config import Config, config_from_file, from_dict
 from .data.benchmark import Benchmark, Task, build_benchmark
 from .data.domains import TASK_IDS, PROBE_TASK_ID
 from .data.prompts import Prompt, draw_prompt_types, make_prompt
@@ -120,21 +127,44 @@ class TrainSource:
     Cached mode (frozen encoder, no augmentation): features and stretched labels are gathered
     once. Live mode (``train.augment="lsj"`` or a method whose encoder trains): each batch is
     loaded, jittered and encoded through ``strategy.encode``.
+
+    Batches are on ``accel.device`` (cached features stay there for the task when
+    ``train.cache_on_device`` allows). Under torchrun each rank yields its share of every
+    global batch (:mod:`cosam.distributed`).
     """
 
     def __init__(self, samples: Sequence[Tuple[SamplePath, int]], strategy: Strategy, cfg: Config,
-                 cache: FeatureCache, store: SampleStore) -> None:
+                 cache: FeatureCache, store: SampleStore, accel: Optional[Accel] = None) -> None:
         self.samples = list(samples)
         self.strategy = strategy
         self.cfg = cfg
         self.store = store
+        self.accel = accel or CPU
+        self.dist = distributed.info()
         self.task_ids = torch.tensor([t for _, t in self.samples], dtype=torch.long)
         self.cached = cfg.train.augment == "none" and not strategy.needs_pixels
         self.model = strategy.model
+        if self.dist.enabled and min(cfg.train.batch_size, len(self.samples)) < self.dist.world_size:
+            raise ConfigError(f"train.batch_size={cfg.train.batch_size} on {len(self.samples)} training images "
+                              f"cannot feed {self.dist.world_size} processes; use fewer processes or a larger batch")
         if self.cached:
             paths = [s for s, _ in self.samples]
+            prefill_cache(cache, store, paths)
             self.emb, self.interm = cache.get(paths, store)
             self.labels = torch.stack([store.get(s).label for s in paths])
+            nbytes = (self.emb.numel() + self.interm.numel()) * cache.dtype.itemsize
+            if keep_on_device(nbytes, self.accel, cfg.train.cache_on_device):
+                # stored at the cache's dtype on the device; each batch is widened to fp32
+                self.emb = self.accel.move(self.emb.to(cache.dtype))
+                self.interm = self.accel.move(self.interm.to(cache.dtype))
+
+    def unsharded(self) -> "TrainSource":
+        """This source yielding whole global batches on every rank (for ``after_task`` hooks)."""
+        if not self.dist.enabled:
+            return self
+        full = copy.copy(self)
+        full.dist = distributed.SINGLE
+        return full
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -146,14 +176,18 @@ class TrainSource:
         """One epoch: a seeded shuffle, full batches only (drop_last, as the reference)."""
         bs = self.cfg.train.batch_size
         perm = torch.randperm(len(self.samples), generator=gen)
+        local_gen = distributed.rank_generator(gen, self.dist)
         for b in range(self.n_batches()):
-            idx = perm[b * bs:(b + 1) * bs]
-            yield self.batch(idx, gen)
+            idx = distributed.shard(perm[b * bs:(b + 1) * bs], self.dist)
+            yield self.batch(idx, local_gen)
 
     def batch(self, idx: Tensor, gen: torch.Generator) -> Batch:
+        move = self.accel.move
         if self.cached:
             labels = self.labels[idx].float() / 255.0
             emb, interm, images = self.emb[idx], self.interm[idx], None
+            if self.accel.is_cuda:
+                emb, interm = move(emb).float(), move(interm).float()
         else:
             pairs = [load_pair(self.samples[i][0], self.cfg.data.allow_nonbinary_masks) for i in idx.tolist()]
             size = self.model.image_size
@@ -162,11 +196,21 @@ class TrainSource:
             else:
                 out = [(self.store.get(self.samples[i][0], keep_image=True).image,
                         self.store.get(self.samples[i][0]).label.float() / 255.0) for i in idx.tolist()]
-            images = torch.stack([o[0] for o in out])
+            images = move(torch.stack([o[0] for o in out]))
             labels = torch.stack([o[1] for o in out]).float()
-            emb, interm = self.strategy.encode(images)
+            with self.accel.autocast():
+                emb, interm = self.strategy.encode(images)
         prompts = make_prompts(labels, self.cfg, gen, self.model.mask_size)
-        return Batch(emb, interm, labels, prompts, self.task_ids[idx], images, gen)
+        return Batch(emb, interm, move(labels), prompts, move(self.task_ids[idx]), images, gen)
+
+
+def prefill_cache(cache: FeatureCache, store: SampleStore, samples: Sequence[SamplePath]) -> None:
+    """Under torchrun, each rank encodes its share of ``samples`` into the shared disk cache
+    first, so the ranks then read, rather than each recompute, every entry. No-op in one process."""
+    me = distributed.info()
+    if me.enabled:
+        cache.get(list(samples)[me.rank::me.world_size], store)
+        distributed.barrier()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,34 +221,49 @@ class TrainSource:
 def fit(strategy: Strategy, source: TrainSource, cfg: Config, gen: torch.Generator, desc: str = "") -> Dict[str, Any]:
     """Train ``strategy.trainable_parameters()`` on ``source`` for ``train.epochs`` epochs.
 
-    Adam (reference §5) with StepLR; returns loss history and timing.
+    Adam (reference §5) with StepLR; returns loss history and timing. Forward passes and the
+    loss run under ``source.accel``'s autocast; under torchrun the gradients are averaged over
+    the ranks before each step and the loss history is that of the global batches.
     """
     params = strategy.trainable_parameters()
     t = cfg.train
     if not params:
         return {"epochs": 0, "seconds": 0.0, "loss": []}
+    # a duck-typed source (tests, benchmarks) without these runs on the CPU in one process
+    accel, me = getattr(source, "accel", CPU), getattr(source, "dist", distributed.SINGLE)
+    distributed.broadcast_parameters(params)
     opt = torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
     strategy.train()
     history: List[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=t.epochs * source.n_batches(), desc=desc or "train", unit="batch", disable=not cfg.progress, leave=False)
+    bar = tqdm(total=t.epochs * source.n_batches(), desc=desc or "train", unit="batch",
+               disable=not cfg.progress or not me.is_main, leave=False)
     for epoch in range(t.epochs):
         total, n = 0.0, 0
         for batch in source.batches(gen):
-            logits = strategy.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
-            losses = strategy.training_loss(batch, logits)
+            with accel.autocast():
+                logits = strategy.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
+                losses = strategy.training_loss(batch, logits.float())
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
+            if me.enabled:
+                n_global = distributed.average_gradients(params, len(batch.prompts))
             opt.step()
             faults.point("train")
-            total += float(losses["loss"].detach())
+            if me.enabled:  # this rank's share of the global batch's mean loss
+                total += float(losses["loss"].detach()) * len(batch.prompts) / n_global
+            else:
+                total += float(losses["loss"].detach())
             n += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{total / n:.3f}")
         sched.step()
+        if me.enabled:
+            total = distributed.all_reduce_sum([total], accel.device)[0]
         history.append(total / max(n, 1))
     bar.close()
+    distributed.assert_in_sync(params)
     strategy.eval()
     return {"epochs": t.epochs, "seconds": time.perf_counter() - t0, "loss": history}
 
@@ -224,6 +283,9 @@ class EvalSet:
 
 def make_eval_sets(bench: Benchmark, cache: FeatureCache, store: SampleStore, encode_now: bool) -> List[EvalSet]:
     sets = []
+    if encode_now:
+        prefill_cache(cache, store, [s for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])
+                                     for s in t.test])
     for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
         items = [store.get(s) for s in task.test]
         es = EvalSet(task.name, task.task_id, list(task.test), torch.stack([i.box for i in items]), [i.gt for i in items])
@@ -234,29 +296,57 @@ def make_eval_sets(bench: Benchmark, cache: FeatureCache, store: SampleStore, en
 
 
 @torch.no_grad()
-def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: SampleStore) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, list]]:
-    """Dataset IoU and BIoU (mean over images) of every set, with a GT-box prompt per image."""
+def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: SampleStore,
+             accel: Optional[Accel] = None) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, list]]:
+    """Dataset IoU and BIoU (mean over images) of every set, with a GT-box prompt per image.
+
+    Under torchrun the batches are dealt round-robin over the ranks and the scores gathered, so
+    every rank returns the whole result (each batch is the same as in one process).
+    """
     strategy.eval()
+    accel = accel or CPU
+    me = distributed.info()
     iou: Dict[str, float] = {}
     biou: Dict[str, float] = {}
     per_image: Dict[str, list] = {}
     bs = cfg.eval.batch_size
-    for es in sets:
+    mine: Dict[Tuple[int, int], list] = {}
+    k = 0
+    for si, es in enumerate(sets):
         scores = []
         for start in range(0, len(es.samples), bs):
+            k += 1
+            if (k - 1) % me.world_size != me.rank:
+                continue
             sl = slice(start, start + bs)
-            prompts = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None) for b in es.boxes[sl]]
-            tids = torch.full((len(prompts),), es.task_id, dtype=torch.long)
-            if es.emb is not None:
-                logits = strategy.predict(es.emb[sl], es.interm[sl], prompts, tids, samples=es.samples[sl])
-            else:
-                images = torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]])
-                logits = strategy.predict_images(images, prompts, tids, samples=es.samples[sl])
-            scores.extend(score_logits(logits, es.gts[sl]))
+            with accel.autocast():
+                prompts = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None) for b in es.boxes[sl]]
+                tids = accel.move(torch.full((len(prompts),), es.task_id, dtype=torch.long))
+                if es.emb is not None:
+                    logits = strategy.predict(accel.move(es.emb[sl]), accel.move(es.interm[sl]), prompts, tids,
+                                              samples=es.samples[sl])
+                else:
+                    images = accel.move(torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]]))
+                    logits = strategy.predict_images(images, prompts, tids, samples=es.samples[sl])
+            batch_scores = score_logits(logits.float(), es.gts[sl])
+            scores.extend(batch_scores)
+            mine[(si, start)] = batch_scores
+        if me.enabled:
+            continue
         per_image[es.name] = scores
         faults.point("eval")
         iou[es.name] = sum(s[0] for s in scores) / len(scores)
         biou[es.name] = sum(s[1] for s in scores) / len(scores)
+    if me.enabled:
+        chunks: Dict[Tuple[int, int], list] = {}
+        for part in distributed.gather_objects(mine):
+            chunks.update(part)
+        for si, es in enumerate(sets):
+            scores = [s for start in range(0, len(es.samples), bs) for s in chunks[(si, start)]]
+            per_image[es.name] = scores
+            faults.point("eval")
+            iou[es.name] = sum(s[0] for s in scores) / len(scores)
+            biou[es.name] = sum(s[1] for s in scores) / len(scores)
     return iou, biou, per_image
 
 
@@ -304,9 +394,17 @@ def _comparable(d: Dict[str, Any], used_fallback: Optional[bool] = None) -> Dict
     return out
 
 
+def _with_new_defaults(old: Dict[str, Any]) -> Dict[str, Any]:
+    """A recorded config with keys added since it was written (e.g. ``device``) at their defaults."""
+    try:
+        return from_dict(Config, old).to_dict()
+    except ConfigError:
+        return old
+
+
 def _same_config(old_meta: Dict[str, Any], cfg: Config) -> bool:
     """Whether a recorded run (its config.json) was made with ``cfg``."""
-    old = old_meta["config"]
+    old = _with_new_defaults(old_meta["config"])
     resolved = old_meta.get("resolved", {})
     used_fallback = None
     if "backbone" in resolved:
@@ -322,12 +420,19 @@ class Context:
     cache: Optional[FeatureCache] = None
     store: Optional[SampleStore] = None
     key: Any = None
+    accel: Accel = CPU
 
 
 def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path:
-    """Run ``cfg`` to completion (resuming if possible) and return its run folder."""
+    """Run ``cfg`` to completion (resuming if possible) and return its run folder.
+
+    On ``cfg.device``; under torchrun as one rank of a data-parallel run in which only rank 0
+    writes (every rank returns the run folder once it is written).
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    accel = setup_accel(cfg)
+    me = distributed.init(accel.device)
     run_dir = run_dir_for(cfg)
     done = run_dir / "DONE"
     if done.exists() and not force:
@@ -338,28 +443,37 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
     ctx = ctx or Context()
     method_cls = get_method(cfg.method)
     t_start = time.perf_counter()
-    bench = _prepare(cfg, ctx)  # every input is read and validated before anything is written
-    with RunLock(run_dir):
+    bench = _prepare(cfg, ctx, accel)  # every input is read and validated before anything is written
+    with RunLock(run_dir) if me.is_main else contextlib.nullcontext():
         try:
-            return _run_locked(cfg, run_dir, force, ctx, bench, method_cls, t_start)
+            out = _run_locked(cfg, run_dir, force, ctx, bench, method_cls, t_start)
         except BaseException:
-            _remove_if_empty(run_dir)
+            if me.is_main:
+                _remove_if_empty(run_dir)
             raise
+    distributed.barrier()
+    return out
 
 
-def _prepare(cfg: Config, ctx: Context) -> Benchmark:
+def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
     """Resolve data and model, and load every image/mask pair once (bad input fails here)."""
     root = resolve_data_root(cfg)
     bench = build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
                             cfg.data.probe_cap, cfg.data.include_probe)
     key = (cfg.model.backbone, cfg.model.checkpoint, cfg.model.image_size, cfg.model.pretrained, cfg.model.weights_dir,
-           cfg.data.allow_nonbinary_masks)
+           cfg.data.allow_nonbinary_masks, accel, cfg.train.compile)
     if ctx.model is None or ctx.key != key:
         ctx.model = build_model(cfg)
+        if accel.device.type != "cpu":
+            ctx.model.to(accel.device)
+        maybe_compile(ctx.model.image_encoder, cfg.train.compile)
         ctx.key = key
+        ctx.accel = accel
         ctx.store = SampleStore(ctx.model.image_size, cfg.data.allow_nonbinary_masks)
-        ctx.cache = FeatureCache(default_cache_dir(cfg) / "features", ctx.model, cfg.train.cache_dtype,
-                                 progress=cfg.progress, enabled=cfg.train.cache_features)
+        ctx.cache = FeatureCache(default_cache_dir(cfg) / f"features{accel.cache_tag}", ctx.model, cfg.train.cache_dtype,
+                                 progress=cfg.progress and distributed.info().is_main,
+                                 enabled=cfg.train.cache_features, accel=accel,
+                                 batch_size=16 if accel.is_cuda else 4)
     assert ctx.store is not None
     for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
         for sample in list(task.train) + list(task.test):
@@ -384,9 +498,11 @@ def _remove_if_empty(run_dir: Path) -> None:
 def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Benchmark, method_cls: Any,
                 t_start: float) -> Path:
     state_dir = run_dir / "state"
-    if force:
+    me, accel = distributed.info(), ctx.accel
+    if force and me.is_main:
         for p in list(state_dir.glob("step_*.pt")) + [run_dir / "DONE"]:
             p.unlink(missing_ok=True)
+    distributed.barrier()
     cfg_path = run_dir / "config.json"
     if cfg_path.exists() and list(state_dir.glob("step_*.pt")):
         if not _same_config(read_json(cfg_path), cfg):
@@ -398,6 +514,8 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
 
     torch.manual_seed(cfg.seed)
     strategy = method_cls(model, cfg)
+    if accel.device.type != "cpu":
+        strategy.to(accel.device)
     experiences = strategy.plan(bench.tasks)
     meta = {
         "config": cfg.to_dict(),
@@ -407,9 +525,11 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
             "backbone": model.backbone, "checkpoint": model.checkpoint, "weights_id": model.weights_id,
             "image_size": model.image_size, "method_options": strategy.options_dict(),
             "benchmark": bench.summary(),
+            "accel": {**accel.describe(), "world_size": me.world_size},
         },
     }
-    write_json(cfg_path, meta)
+    if me.is_main:
+        write_json(cfg_path, meta)
 
     tasks = [t.name for t in bench.tasks]
     matrix = TaskMatrix(tasks, bench.probe.name if bench.probe is not None else None)
@@ -431,6 +551,8 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
     sets = make_eval_sets(bench, cache, store, encode_now=encode_eval)
 
     def checkpoint(step: int) -> None:
+        if not me.is_main:
+            return
         torch_save(state_dir / f"step_{step}.pt", {"strategy": strategy.method_state(), "matrix": matrix.to_dict(),
                                                    "timing": timing, "step": step})
         faults.point("checkpoint")
@@ -441,7 +563,7 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
     # Step 0 is the evaluation before any training (the zero-shot row).
     if start_step == 0:
         t0 = time.perf_counter()
-        iou, biou, per = evaluate(strategy, sets, cfg, store)
+        iou, biou, per = evaluate(strategy, sets, cfg, store, accel)
         timing["eval_s"] += time.perf_counter() - t0
         matrix.add_row("before", iou, biou, per)
         checkpoint(0)
@@ -453,12 +575,12 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
                 continue
             gen = task_generator(cfg.seed, step)
             samples = strategy.training_samples(exp)
-            source = TrainSource(samples, strategy, cfg, cache, store)
+            source = TrainSource(samples, strategy, cfg, cache, store, accel)
             strategy.before_task(exp)
             stats = fit(strategy, source, cfg, gen, desc=f"{cfg.method} {step}/{len(experiences)} {exp.name}")
-            strategy.after_task(exp, source)
+            strategy.after_task(exp, source.unsharded())
             t0 = time.perf_counter()
-            iou, biou, per = evaluate(strategy, sets, cfg, store)
+            iou, biou, per = evaluate(strategy, sets, cfg, store, accel)
             eval_s = time.perf_counter() - t0
             matrix.add_row(exp.name, iou, biou, per)
             timing["train_s"] += stats["seconds"]
@@ -472,7 +594,8 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
 
     timing["encode_s"] += cache.encode_seconds - enc0
     timing["total_s"] = time.perf_counter() - t_start
-    _write_results(run_dir, matrix, strategy, timing, cfg, bench)
+    if me.is_main:
+        _write_results(run_dir, matrix, strategy, timing, cfg, bench)
     return run_dir
 
 

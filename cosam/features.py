@@ -23,6 +23,7 @@ from .data.prompts import box_from_label
 from .data.reader import SamplePath, load_pair
 from .data.transforms import resize_eval
 from . import faults
+from .accel import CPU, Accel
 from .errors import CosamError
 from .io import torch_save
 from .models.sam import SamModel
@@ -96,16 +97,19 @@ class FeatureCache:
       model: the frozen SAM model that produces the features.
       dtype: storage dtype name (float16 | bfloat16 | float32).
       batch_size: images encoded per forward pass when filling the cache.
+      accel: device and precision the encoder runs at (:mod:`cosam.accel`; default the CPU in
+        fp32). Entries are kept on the host either way.
     """
 
     def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
-                 progress: bool = True, enabled: bool = True) -> None:
+                 progress: bool = True, enabled: bool = True, accel: Optional[Accel] = None) -> None:
         self.root = Path(root) / model.weights_id / str(model.image_size)
         self.model = model
         self.dtype = _DTYPES[dtype]
         self.batch_size = batch_size
         self.progress = progress
         self.enabled = enabled
+        self.accel = accel or CPU
         self._ram: Dict[str, Tuple[Tensor, Tensor]] = {}
         self._keys: Dict[str, str] = {}
         self.encode_seconds = 0.0
@@ -152,10 +156,11 @@ class FeatureCache:
             bar = tqdm(total=len(missing), desc="encoding", unit="img", disable=not self.progress, leave=False)
             for start in range(0, len(missing), self.batch_size):
                 idx = missing[start:start + self.batch_size]
-                images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
-                emb, interm = self.model.encode(images)
+                images = self.accel.move(torch.stack([store.get(samples[i], keep_image=True).image for i in idx]))
+                with self.accel.autocast():
+                    emb, interm = self.model.encode(images)
                 for j, i in enumerate(idx):
-                    feats = (emb[j].to(self.dtype).clone(), interm[j].to(self.dtype).clone())
+                    feats = (emb[j].to(self.dtype).cpu().clone(), interm[j].to(self.dtype).cpu().clone())
                     self._ram[keys[i]] = feats
                     if self.enabled:
                         try:

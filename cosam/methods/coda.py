@@ -65,8 +65,9 @@ def orthonormal_complement(old: Tensor, n: int, gen: torch.Generator) -> Tensor:
     if old.shape[0] + n > d:
         raise ConfigError(f"cannot orthogonalise {old.shape[0] + n} components in {d} dimensions")
     new = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    q, _ = torch.linalg.qr(torch.cat([old.detach().double(), new], 0).t())  # (D, s+n)
-    return q[:, old.shape[0]:].t().to(old.dtype)
+    # on the host whatever the device: the generator is a CPU one, and QR then matches the CPU run
+    q, _ = torch.linalg.qr(torch.cat([old.detach().double().cpu(), new], 0).t())  # (D, s+n)
+    return q[:, old.shape[0]:].t().to(old.device, old.dtype)
 
 
 def _ortho(shape: Sequence[int]) -> Tensor:

@@ -206,10 +206,15 @@ class MoDA(Strategy):
             cache = "disk" if isinstance(model.image_encoder, TinyViT) and model.image_size <= 512 else "none"
         self.token_cache = cache
 
+    @property
+    def device(self) -> torch.device:
+        """Where the frozen SAM model lives (the engine moves it to the run's device)."""
+        return next(self.model.parameters()).device
+
     def _new_reader(self) -> TokenReader:
         """Tokens (and stage projections) at their seeded initial values, frozen."""
         gen = torch.Generator().manual_seed(10_007 * int(self.cfg.seed) + 4242)
-        return TokenReader(self.model.image_encoder, self.opts.n_gat, gen).requires_grad_(False)
+        return TokenReader(self.model.image_encoder, self.opts.n_gat, gen).requires_grad_(False).to(self.device)
 
     def train(self, mode: bool = True) -> "MoDA":
         super().train(mode)
@@ -330,8 +335,8 @@ class MoDA(Strategy):
                 self._block_cache = BlockInputCache(default_cache_dir(self.cfg) / "features", self.model,
                                                     self.cfg.train.cache_dtype, progress=self.cfg.progress,
                                                     enabled=self.cfg.train.cache_features)
-            return self._block_cache.get(samples, store)
-        images = torch.stack([store.get(s, keep_image=True).image for s in samples])
+            return [t.to(self.device) for t in self._block_cache.get(samples, store)]
+        images = torch.stack([store.get(s, keep_image=True).image for s in samples]).to(self.device)
         with torch.no_grad(), capture(self.model.image_encoder) as inputs:
             self.model.encode(images)
         return list(inputs)
@@ -343,11 +348,11 @@ class MoDA(Strategy):
             return self.reader.query_from_inputs(self._inputs(samples))
         store = self._sample_store()
         if self.opts.train_tokens:  # the tokens change with every retraining: no memo
-            images = torch.stack([store.get(s, keep_image=True).image for s in samples])
+            images = torch.stack([store.get(s, keep_image=True).image for s in samples]).to(self.device)
             return self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
         missing = [s for s in samples if str(s.image) not in self._full_queries]
         if missing:  # fixed random tokens (released): a query never changes, compute it once
-            images = torch.stack([store.get(s, keep_image=True).image for s in missing])
+            images = torch.stack([store.get(s, keep_image=True).image for s in missing]).to(self.device)
             q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
             self._full_queries.update({str(s.image): q[i] for i, s in enumerate(missing)})
         return torch.stack([self._full_queries[str(s.image)] for s in samples])
@@ -356,7 +361,7 @@ class MoDA(Strategy):
     def route(self, q: Tensor) -> Tensor:
         """Pool index (B,) of each query: argmax of the router (0 while the pool has one adapter)."""
         if self.router is None or len(self.pool) < 2:
-            return torch.zeros(q.shape[0], dtype=torch.long)
+            return torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return self.router(q.float()).argmax(-1)
 
     def _train_router(self) -> None:
@@ -364,12 +369,13 @@ class MoDA(Strategy):
         step = len(self.pool)
         gen = torch.Generator().manual_seed(1_000_003 * int(self.cfg.seed) + 7919 * step + 99)
         samples = [s for task in self.pool_tasks for s in self.buffer[task.name]]
-        labels = torch.tensor([j for j, task in enumerate(self.pool_tasks) for _ in self.buffer[task.name]])
+        labels = torch.tensor([j for j, task in enumerate(self.pool_tasks) for _ in self.buffer[task.name]],
+                              device=self.device)
         # Router and tokens restart from their initial values at every retraining (the released
         # code builds new ones each task), so the router after task t depends only on the buffers
         # of tasks 0..t: cosam.ablation re-routes a finished pool exactly.
         self.reader = self._new_reader()
-        self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), gen)
+        self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), gen).to(self.device)
         params = list(self.router.parameters())
         train_tokens = self.opts.train_tokens
         kv: Optional[List[Any]] = None
@@ -399,7 +405,7 @@ class MoDA(Strategy):
                                 for b in range(len(kv[0]))]
                     q = self.reader.read(batch_kv)[:, 0]
                 else:  # full attention with trained tokens: backprop through the encoder pass
-                    images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
+                    images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx]).to(self.device)
                     q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
                 loss = F.cross_entropy(self.router(q.float()), labels[idx])
                 opt.zero_grad(set_to_none=True)
@@ -463,6 +469,7 @@ class MoDA(Strategy):
         if state["router"] is not None:
             self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), torch.Generator())
             self.router.load_state_dict(state["router"])
+            self.router.to(self.device)
             self.router.requires_grad_(False)
         self.router_seconds = list(state["router_seconds"])
         self.router_log = list(state["router_log"])

@@ -84,5 +84,7 @@ class SamModel(nn.Module):
         return self.image_encoder(self.preprocess(images))
 
     def image_pe(self) -> Tensor:
-        """(1,256,e,e) dense positional encoding of the embedding grid."""
-        return self.prompt_encoder.get_dense_pe()
+        """(1,256,e,e) dense positional encoding of the embedding grid, float32 even under
+        autocast (see :func:`cosam.models.decoder.embed_prompts`)."""
+        with torch.autocast(self.pixel_mean.device.type, enabled=False):
+            return self.prompt_encoder.get_dense_pe()
