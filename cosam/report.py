@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .io import read_json
 from .metrics import TaskMatrix, fmt_pct
@@ -177,3 +177,41 @@ def router_accuracy_rows(router: Dict[str, Any]) -> List[Dict[str, Any]]:
         row.update(entry["per_task"])
         out.append(row)
     return out
+
+
+def restrict_to_subset(full: RunRecord, subset: RunRecord) -> RunRecord:
+    """``full``'s task matrix recomputed on the test images of ``subset`` (a run with smaller
+    ``test_cap``/``probe_cap``, e.g. SAM-Adapter in the cpu profile), from its per-image scores.
+
+    Capped test sets are the first images of one sha1 ranking, so ``subset``'s images are a
+    subset of ``full``'s; the result compares both on the same images. Raises ValueError when
+    they are not (different data or order) or when ``full`` stored no per-image scores.
+    """
+    from .inspect import benchmark_of
+
+    def names(rec: RunRecord) -> Dict[str, List[str]]:
+        b = benchmark_of(rec.path)
+        sets = list(b.tasks) + ([b.probe] if b.probe is not None else [])
+        return {t.name: [s.name for s in t.test] for t in sets}
+
+    fn, sn = names(full), names(subset)
+    m = full.matrix
+    out = TaskMatrix(m.tasks, m.probe)
+    for r in range(m.n_rows):
+        per = m.per_image(r)
+        if per is None:
+            raise ValueError(f"{full.path} has no per-image scores for row {r}")
+        iou: Dict[str, float] = {}
+        biou: Dict[str, float] = {}
+        sub_per: Dict[str, List[Tuple[float, float]]] = {}
+        for col in m.columns:
+            pos = {n: i for i, n in enumerate(fn[col])}
+            missing = [n for n in sn.get(col, []) if n not in pos]
+            if missing or col not in sn:
+                raise ValueError(f"{subset.path}'s {col} images are not all in {full.path} ({missing[:3]})")
+            scores = [tuple(per[col][pos[n]]) for n in sn[col]]
+            sub_per[col] = scores  # type: ignore[assignment]
+            iou[col] = sum(s[0] for s in scores) / len(scores)
+            biou[col] = sum(s[1] for s in scores) / len(scores)
+        out.add_row(m.rows[r], iou, biou, sub_per)
+    return RunRecord(full.path, full.meta, out, full.costs)

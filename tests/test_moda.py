@@ -212,3 +212,21 @@ def test_reroute_reproduces_a_full_run_with_other_router_options(runs) -> None:
     assert (base / "ablations" / "router=cosine,train_tokens=False-all.json").exists()
     with pytest.raises(Exception, match="adapters"):
         reroute(base, {"adapter_ratio": 0.5})
+
+
+def test_restrict_to_subset_scores_a_full_run_on_a_capped_runs_images(tmp_path) -> None:
+    from cosam.report import load_run, restrict_to_subset
+
+    def run(test_cap: int, probe_cap: int) -> Path:
+        cfg = make_config("smoke", {**SMOKE, "method": "zeroshot", "run_name": f"z{test_cap}",
+                                    "data": {**SMOKE["data"], "test_cap": test_cap, "probe_cap": probe_cap},
+                                    "results_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")})
+        return engine.run(cfg)
+
+    full, sub = load_run(run(4, 4)), load_run(run(2, 1))
+    got = restrict_to_subset(full, sub).matrix
+    assert got.to_dict()["iou"] == sub.matrix.to_dict()["iou"]
+    assert got.to_dict()["biou"] == sub.matrix.to_dict()["biou"]
+    assert full.matrix.to_dict()["iou"] != sub.matrix.to_dict()["iou"]
+    with pytest.raises(ValueError, match="not all in"):
+        restrict_to_subset(sub, full)
