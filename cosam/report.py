@@ -65,8 +65,17 @@ def summary_rows(runs: Sequence[RunRecord]) -> List[Dict[str, Any]]:
         row["probe_last"] = s["probe_last"]
         row["trainable_params"] = r.costs.get("trainable_params")
         row["train_s"] = r.timing.get("train_s")
+        row["test_images"] = n_test_images(r)
         rows.append(row)
     return rows
+
+
+def n_test_images(r: RunRecord) -> Optional[int]:
+    """Test images scored per evaluation over the tasks (not the probe); None if unknown."""
+    per = r.matrix.per_image(r.matrix.n_rows - 1)
+    if per is None:
+        return None
+    return sum(len(per[t]) for t in r.matrix.tasks if t in per)
 
 
 def per_domain_rows(zeroshot: Optional[RunRecord], sequential: Optional[RunRecord], joint: Optional[RunRecord]) -> List[Dict[str, Any]]:
@@ -165,6 +174,7 @@ def moda_rows(runs: Dict[str, RunRecord]) -> List[Dict[str, Any]]:
         row["stored_params_total"] = r.costs.get("stored_params_total")
         row["buffer_images"] = (r.costs.get("buffer_images_per_task") or 0) * len(r.matrix.tasks) if router else 0
         row["train_s"] = r.timing.get("train_s")
+        row["test_images"] = n_test_images(r)
         rows.append(row)
     return rows
 

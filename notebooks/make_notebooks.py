@@ -240,6 +240,24 @@ BASELINES: List[Cell] = [
     plots.summary_bars(stats, name=plots.title("Last / Avg / FF IoU per method", synthetic));
     """),
     code("""
+    # Methods evaluated on fewer test images (SAM-Adapter in the cpu profile: the encoder runs at every
+    # evaluation) are compared with every other method re-scored on the same images.
+    from cosam.report import n_test_images, restrict_to_subset, summary_rows
+    counts = {m: n_test_images(recs[0]) for m, recs in runs.items()}
+    full_n = max([c for c in counts.values() if c] or [0])
+    for m in [m for m, c in counts.items() if c and c < full_n]:
+        same = []
+        for other, recs in runs.items():
+            try:
+                rec = recs[0] if other == m else restrict_to_subset(recs[0], runs[m][0])
+            except ValueError:
+                continue
+            same.append(summary_rows([rec])[0])
+        cols = ["method", "last_iou", "avg_iou", "ff_iou", "last_biou", "avg_biou", "ff_biou"]
+        display(Markdown(f"**{m} was evaluated on {counts[m]} test images (the others on {full_n}).** "
+                         f"Every method on {m}'s images (first seed, %):\\n\\n" + markdown_table(same, cols, pct=cols[1:])))
+    """),
+    code("""
     from cosam.report import load_sweep
     sweep = load_sweep(results_dir, profile)  # written by `python -m cosam sweep` (seeds x orders), if run
     display(Markdown("### From the seeds × orders sweep\\n\\n" + sweep.markdown if sweep is not None else
@@ -497,6 +515,22 @@ MODA: List[Cell] = [
     sweep = load_sweep(results_dir, profile)
     if sweep is not None:
         display(Markdown("### From the seeds × orders sweep (`python -m cosam sweep`)\\n\\n" + sweep.markdown))
+    """),
+    code("""
+    from cosam.report import n_test_images, restrict_to_subset
+    counts = {m: n_test_images(r) for m, r in first.items()}
+    full_n = max([c for c in counts.values() if c] or [0])
+    capped = [m for m, c in counts.items() if c and c < full_n]
+    if capped:
+        sub = first[capped[0]]
+        same = []
+        for m, r in first.items():
+            try:
+                same.append(moda_rows({m: r if m in capped else restrict_to_subset(r, sub)})[0])
+            except ValueError:
+                pass
+        display(Markdown(f"**{', '.join(capped)} ran on {counts[capped[0]]} test images (the others on {full_n}).** "
+                         f"Every method on those images (%):\\n\\n" + markdown_table(same, pct=pct)))
     """),
     md("## Task matrices: each base (left) and with MoDA (right), IoU %"),
     code("""
