@@ -46,7 +46,7 @@ def fill_pool(moda, n: int = 8) -> None:
     state = {k: v.clone() for k, v in moda.base.method_state()["modules"].items()}
     moda.pool = [state for _ in range(n)]
     moda.pool_tasks = [_Task(i) for i in range(n)]
-    moda.router = ROUTERS[moda.opts.router](moda.reader.query_dim, n, torch.Generator().manual_seed(0))
+    moda.router = ROUTERS[moda.opts.router](moda.reader.query_dim, n, torch.Generator().manual_seed(0)).to(moda.device)
     moda.eval()
 
 
