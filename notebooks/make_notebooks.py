@@ -738,7 +738,7 @@ TSNE: List[Cell] = [
                "silhouette (t-SNE 2-D)": r["silhouette_tsne"]} for n, r in result.items()]
     write_csv(Path(results_dir) / profile / "reports" / "04_tsne_silhouette.csv", scores)
     display(Markdown(f"Data: **{label}**. `{method}` run `{rec.path}`; {len(feats.domains)} test images."))
-    display(Markdown(markdown_table(scores)))
+    display(Markdown(markdown_table([{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in row.items()} for row in scores])))
     """),
     code("""
     fig, axes = plt.subplots(1, len(result), figsize=(4.4 * len(result), 4.2), layout="constrained")
