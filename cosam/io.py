@@ -35,6 +35,16 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _file_mode() -> int:
+    """0666 less the process umask (what ``open(path, "w")`` would give)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file in the same folder, fsync, then rename over ``path``.
 
@@ -52,6 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files others may read
         os.replace(tmp, path)
     except OSError as exc:
         try:
