@@ -504,8 +504,8 @@ def tsne_scatter(embedding: np.ndarray, domains: Sequence[str], ax: Optional[Axe
 def ablation_bars(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("router_accuracy", "last_iou"),
                   name: str = "") -> Figure:
     """Grouped bars per ablation variant (rows need ``variant`` and the keys, as fractions)."""
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 0.35 * len(rows) + 1.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.0 * len(keys), 0.35 * len(rows) + 1.4), squeeze=False,
+                             layout="constrained", sharey=True)
     labels = [r["variant"] for r in rows]
     for ax, k in zip(axes[0], keys):
         vals = [100.0 * float(r[k]) if r.get(k) is not None else np.nan for r in rows]
@@ -515,7 +515,8 @@ def ablation_bars(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("rou
             if math.isfinite(v):
                 ax.text(v, yi, f" {v:.1f}", va="center", fontsize=7)
         ax.set_yticks(y, labels, fontsize=7)
-        ax.invert_yaxis()
+        if ax is axes[0][0]:
+            ax.invert_yaxis()  # shared y: invert once
         ax.set_xlabel(f"{k} (%)")
         ax.set_xlim(0, 105)
     fig.suptitle(name)
