@@ -282,7 +282,7 @@ def summary_csv_rows(stats: Mapping[str, Mapping[str, Stat]]) -> List[Dict[str, 
 def summary_bars(stats: Mapping[str, Mapping[str, Stat]], keys: Sequence[str] = ("last_iou", "avg_iou", "ff_iou"),
                  ax: Optional[Axes] = None, name: str = "") -> Axes:
     """Grouped bars of the Table 2 columns per method (error bars = std over seeds)."""
-    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    ax = ax or plt.subplots(figsize=(8, 3), layout="constrained")[1]
     methods = list(stats)
     width = 0.8 / len(keys)
     for k, key in enumerate(keys):
@@ -292,7 +292,7 @@ def summary_bars(stats: Mapping[str, Mapping[str, Stat]], keys: Sequence[str] = 
                label=TABLE2_HEADERS.get(key, key))
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
     ax.set_ylabel("%")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a bar
     ax.set_title(name)
     return ax
 
