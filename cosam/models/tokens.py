@@ -233,24 +233,13 @@ class TokenReader(nn.Module):
         return out
 
     def read(self, kv: Sequence[KV]) -> Tensor:
-        """One-way token pass over precomputed patch keys/values. -> tokens (B,G,C_last).
-
-        The softmax over [tokens; patches] is taken in two parts joined by their common max (no
-        concatenation, so the patches' k/v, often views into the block's own qkv output, are
-        never copied).
-        """
+        """One-way token pass over precomputed patch keys/values. -> tokens (B,G,C_last)."""
         b = kv[0][0].shape[0]
         t = self.tokens.expand(b, -1, -1)
         for i, (spec, (kp, vp)) in enumerate(zip(self._specs, kv)):
             t = self._carry(i, t)
             q, kt, vt = _heads(spec, spec.block.attn.qkv(_norm_in(spec, t)))
-            scale = spec.block.attn.scale
-            s_t = (q @ kt.transpose(-2, -1)) * scale  # (B,h,G,G)
-            s_p = (q @ kp.to(q.dtype).transpose(-2, -1)) * scale  # (B,h,G,N)
-            m = torch.maximum(s_t.amax(-1, keepdim=True), s_p.amax(-1, keepdim=True))
-            e_t, e_p = (s_t - m).exp(), (s_p - m).exp()
-            out = (e_t @ vt + e_p @ vp.to(q.dtype)) / (e_t.sum(-1, keepdim=True) + e_p.sum(-1, keepdim=True))
-            t = t + spec.block.attn.proj(out.transpose(1, 2).reshape(b, t.shape[1], spec.dim))
+            t = t + _attend(spec, q, torch.cat([kt, kp.to(kt.dtype)], 2), torch.cat([vt, vp.to(vt.dtype)], 2))
             t = t + _mlp(spec, t)
         return t
 
