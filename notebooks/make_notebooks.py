@@ -561,7 +561,7 @@ MODA: List[Cell] = [
         m0 = next(iter(routed))
         acc_rows = router_accuracy_rows(routed[m0])
         display(Markdown(f"Task-id accuracy of `{m0}` on the seen tasks' test images after each step (%):\\n\\n"
-                         + markdown_table(acc_rows, pct=[k for k in acc_rows[-1] if k != "step"])))
+                         + markdown_table(acc_rows, list(acc_rows[-1]), pct=[k for k in acc_rows[-1] if k != "step"])))
     """),
     md("## Storage and compute per task"),
     code("""
@@ -587,9 +587,13 @@ MODA: List[Cell] = [
                      f"FF-IoU {100 * by[b]['ff_iou']:.1f} → {ff:.1f} points; router accuracy "
                      f"{100 * (by[m]['router_acc'] or 0):.1f}%. This {ok} the target (Last up, FF ≤ 1 point).")
     if "zeroshot" in by:
-        above = [m for _, m in pairs if by[m]["last_iou"] > by["zeroshot"]["last_iou"]]
+        # zero-shot on the images each MoDA run was scored on (a capped run: its own subset)
+        zs = {m: (by["zeroshot"]["last_iou"] if counts.get(m) == full_n else
+                  moda_rows({"zeroshot": restrict_to_subset(first["zeroshot"], first[m])})[0]["last_iou"]) for _, m in pairs}
+        above = [m for _, m in pairs if by[m]["last_iou"] > zs[m]]
         lines.append(f"- SAM zero-shot scores {100 * by['zeroshot']['last_iou']:.1f}% Last-IoU; "
-                     f"{len(above)} of {len(pairs)} MoDA variants end above it.")
+                     f"{len(above)} of {len(pairs)} MoDA variants end above it on the same test images"
+                     + (f" ({', '.join(above)})." if above else "."))
     for m, router in routed.items():
         final = router["final"]
         worst = min(final["per_task"], key=final["per_task"].get)
