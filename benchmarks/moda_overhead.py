@@ -10,7 +10,7 @@ the ratio of medians is reported, since this machine is noisy.
     python benchmarks/moda_overhead.py                      # vit_t at 512 and 1024, batch 4
     python benchmarks/moda_overhead.py --sizes 512 --repeats 5 --bases sequential
 
-Writes ``results/moda_overhead.csv`` (one row per base and size) and prints a markdown table.
+Writes ``benchmarks/results/moda_overhead.csv`` (one row per base and size) and prints a markdown table.
 ``sam_adapter_moda`` needs two encoder passes by design (the query comes from the un-adapted
 encoder, the mask from the routed adapter's), so its ratio is near 2.
 """
@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=str(REPO / "results" / "moda_overhead.csv"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "moda_overhead.csv"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
