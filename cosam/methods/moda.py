@@ -231,8 +231,7 @@ class MoDA(Strategy):
 
     def before_task(self, exp: Experience) -> None:
         self._flush_routes()
-        self.base.load_method_state({"modules": _clone_state(self._init_state)})
-        self._loaded = None
+        self._use(None)  # every adapter starts from the base's initial state
         self.base.before_task(exp)
 
     def after_task(self, exp: Experience, source: Any) -> None:
@@ -258,11 +257,15 @@ class MoDA(Strategy):
         return self.base.forward_masks(emb, interm, sparse, dense, task_ids)
 
     def _use(self, j: Optional[int]) -> None:
-        """Load pool adapter ``j`` into the base (``None``: the base's initial state)."""
+        """Load pool adapter ``j`` into the base (``None``: the base's initial state).
+
+        ``load_method_state`` copies the values into the base's own parameters, so the pool's
+        tensors are never aliased and need no copy of their own here.
+        """
         if j == self._loaded and j is not None:
             return
         state = self._init_state if j is None else self.pool[j]
-        self.base.load_method_state({"modules": _clone_state(state)})
+        self.base.load_method_state({"modules": state})
         self._loaded = j
 
     def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
@@ -274,7 +277,8 @@ class MoDA(Strategy):
             return self.base.predict(emb, interm, prompts, task_ids)
         if samples is None:
             raise ValueError("MoDA routes each image by its query: evaluation must pass the samples")
-        route = self.route(self.queries(samples))
+        route = self.route(self.queries(samples)) if self._routing() else torch.zeros(len(prompts), dtype=torch.long,
+                                                                                          device=emb.device)
         return self._predict_routed(route, task_ids, lambda ix: self.base.predict(
             emb[ix], interm[ix], [prompts[i] for i in ix.tolist()], task_ids[ix]))
 
@@ -324,9 +328,13 @@ class MoDA(Strategy):
             self._store = SampleStore(self.model.image_size, self.cfg.data.allow_nonbinary_masks)
         return self._store
 
+    def _images(self, samples: Sequence[Any]) -> Tensor:
+        """(B,3,S,S) 0..255 images of ``samples`` on the model's device."""
+        store = self._sample_store()
+        return torch.stack([store.get(s, keep_image=True).image for s in samples]).to(self.device)
+
     def _inputs(self, samples: Sequence[Any]) -> List[Tensor]:
         """Captured block inputs of ``samples`` (from the disk cache, or one encoder pass)."""
-        store = self._sample_store()
         if self.token_cache == "disk":
             if self._block_cache is None:
                 from ..engine import default_cache_dir
@@ -335,8 +343,8 @@ class MoDA(Strategy):
                 self._block_cache = BlockInputCache(default_cache_dir(self.cfg) / "features", self.model,
                                                     self.cfg.train.cache_dtype, progress=self.cfg.progress,
                                                     enabled=self.cfg.train.cache_features)
-            return [t.to(self.device) for t in self._block_cache.get(samples, store)]
-        images = torch.stack([store.get(s, keep_image=True).image for s in samples]).to(self.device)
+            return [t.to(self.device) for t in self._block_cache.get(samples, self._sample_store())]
+        images = self._images(samples)
         with torch.no_grad(), capture(self.model.image_encoder) as inputs:
             self.model.encode(images)
         return list(inputs)
@@ -346,21 +354,24 @@ class MoDA(Strategy):
         """GFT queries (B,D) of ``samples`` with the current tokens."""
         if self.opts.attention == "one_way":
             return self.reader.query_from_inputs(self._inputs(samples))
-        store = self._sample_store()
         if self.opts.train_tokens:  # the tokens change with every retraining: no memo
-            images = torch.stack([store.get(s, keep_image=True).image for s in samples]).to(self.device)
+            images = self._images(samples)
             return self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
         missing = [s for s in samples if str(s.image) not in self._full_queries]
         if missing:  # fixed random tokens (released): a query never changes, compute it once
-            images = torch.stack([store.get(s, keep_image=True).image for s in missing]).to(self.device)
+            images = self._images(missing)
             q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
             self._full_queries.update({str(s.image): q[i] for i, s in enumerate(missing)})
         return torch.stack([self._full_queries[str(s.image)] for s in samples])
 
+    def _routing(self) -> bool:
+        """Whether there is a choice to make (a trained router over two or more adapters)."""
+        return self.router is not None and len(self.pool) >= 2
+
     @torch.no_grad()
     def route(self, q: Tensor) -> Tensor:
         """Pool index (B,) of each query: argmax of the router (0 while the pool has one adapter)."""
-        if self.router is None or len(self.pool) < 2:
+        if not self._routing():
             return torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return self.router(q.float()).argmax(-1)
 
@@ -393,7 +404,6 @@ class MoDA(Strategy):
             fixed_q = torch.cat([self.queries(samples[i:i + 16]) for i in range(0, len(samples), 16)])
         opt = torch.optim.Adam(params, lr=self.opts.router_lr)
         bs = self.opts.router_batch
-        store = self._sample_store()
         for _ in range(self.opts.router_epochs):
             perm = torch.randperm(len(samples), generator=gen)
             for start in range(0, len(samples), bs):
@@ -405,7 +415,7 @@ class MoDA(Strategy):
                                 for b in range(len(kv[0]))]
                     q = self.reader.read(batch_kv)[:, 0]
                 else:  # full attention with trained tokens: backprop through the encoder pass
-                    images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx]).to(self.device)
+                    images = self._images([samples[i] for i in idx])
                     q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
                 loss = F.cross_entropy(self.router(q.float()), labels[idx])
                 opt.zero_grad(set_to_none=True)
