@@ -84,10 +84,12 @@ def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx:
     cfg = from_dict(Config, merge(base_cfg.to_dict(), {"method_options": {**base_cfg.method_options, **options},
                                                        "progress": False}))
     validate(cfg)
-    ckpts = sorted((run_dir / "state").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    if not ckpts:
+    from .inspect import saved_steps
+
+    steps_saved = saved_steps(run_dir)
+    if not steps_saved:
         raise CosamError(f"{run_dir}/state holds no step checkpoint (was it deleted?)")
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["strategy"]
+    state = torch.load(run_dir / "state" / f"step_{steps_saved[-1]}.pt", map_location="cpu", weights_only=False)["strategy"]
     ctx = ctx or Context()
     bench = _prepare(cfg, ctx)
     strategy = get_method(cfg.method)(ctx.model, cfg)

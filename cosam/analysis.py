@@ -44,8 +44,10 @@ def gft_features(run_dir: Path, per_domain: Optional[int] = None, include_probe:
     cfg = from_dict(Config, {**meta["config"], "progress": False})
     if not cfg.method.endswith("_moda"):
         raise ValueError(f"{run_dir} is a {cfg.method} run; the GFT analysis needs a MoDA run")
-    ckpts = sorted((run_dir / "state").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["strategy"]
+    from .inspect import saved_steps
+
+    state = torch.load(run_dir / "state" / f"step_{saved_steps(run_dir)[-1]}.pt", map_location="cpu",
+                       weights_only=False)["strategy"]
     ctx = ctx or Context()
     bench = _prepare(cfg, ctx)
     strategy = get_method(cfg.method)(ctx.model, cfg)

@@ -163,18 +163,16 @@ def moda_rows(runs: Dict[str, RunRecord]) -> List[Dict[str, Any]]:
     rows = []
     for m in [m for m in order if m in runs] + [m for m in runs if m not in order]:
         r = runs[m]
+        base = summary_rows([r])[0]
         row: Dict[str, Any] = {"method": m}
-        for metric in ("iou", "biou"):
-            s = r.matrix.summary(metric)
-            for k in ("last", "avg", "ff"):
-                row[f"{k}_{metric}"] = s[k]
+        row.update({f"{k}_{metric}": base[f"{k}_{metric}"] for metric in ("iou", "biou") for k in ("last", "avg", "ff")})
         router = load_router(r)
         row["router_acc"] = router["final"]["accuracy"] if router and router.get("final") else None
         row["stored_params_per_task"] = r.costs.get("stored_params_per_task")
         row["stored_params_total"] = r.costs.get("stored_params_total")
         row["buffer_images"] = (r.costs.get("buffer_images_per_task") or 0) * len(r.matrix.tasks) if router else 0
-        row["train_s"] = r.timing.get("train_s")
-        row["test_images"] = n_test_images(r)
+        row["train_s"] = base["train_s"]
+        row["test_images"] = base["test_images"]
         rows.append(row)
     return rows
 

@@ -55,7 +55,6 @@ router training seconds). Cost: stored per task = one adapter + ``buffer_size`` 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
