@@ -224,11 +224,12 @@ class BlockInputCache:
             bar = tqdm(total=len(missing), desc="token inputs", unit="img", disable=not f.progress, leave=False)
             for start in range(0, len(missing), f.batch_size):
                 idx = missing[start:start + f.batch_size]
-                images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
+                device = next(f.model.parameters()).device  # the model may be on a GPU; entries stay on the host
+                images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx]).to(device)
                 with capture(f.model.image_encoder) as inputs:
                     f.model.encode(images)
                 for j, i in enumerate(idx):
-                    blocks = [t[j].to(f.dtype).clone() for t in inputs]
+                    blocks = [t[j].to(f.dtype).cpu().clone() for t in inputs]
                     self._ram[keys[i]] = blocks
                     if f.enabled:
                         try:
