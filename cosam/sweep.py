@@ -621,6 +621,33 @@ class SweepResult:
     def synthetic(self) -> bool:
         return any(r["data"] == "synthetic" for r in self.summary)
 
+    @property
+    def methods(self) -> List[str]:
+        """The swept methods, in the grid's order (else the table's)."""
+        if self.spec is not None:
+            return list(self.spec.methods)
+        return list(dict.fromkeys(r["method"] for r in self.summary))
+
+    def figure(self, keys: Sequence[str] = ("last_iou", "ff_iou")) -> Any:
+        """The order-sensitivity figure (:func:`cosam.plots.order_sensitivity`) drawn anew from the
+        tables, so a notebook shows it inline rather than linking the PNG beside ``sweep.md``."""
+        from . import plots
+
+        return plots.order_sensitivity(self.summary, self.per_seed, self.methods, self.orders, keys=keys,
+                                       synthetic=self.synthetic)
+
+    def embedded_markdown(self, shift: int = 2) -> str:
+        """``sweep.md`` for embedding in a larger report: headings ``shift`` levels deeper and
+        without the figure's link (relative to the sweep folder; show :meth:`figure` instead)."""
+        out = []
+        for line in self.markdown.splitlines():
+            if line.startswith("![") and line.rstrip().endswith("(order_sensitivity.png)"):
+                continue
+            if line.startswith("#"):
+                line = "#" * shift + line
+            out.append(line)
+        return "\n".join(out).strip() + "\n"
+
     def stats(self, order: str = "paper") -> Dict[str, Dict[str, Stat]]:
         """{method: {key: (mean, std, n_seeds)}} of one order, the form of
         :func:`cosam.plots.seed_stats` (so :func:`cosam.plots.table2_rows` draws it)."""

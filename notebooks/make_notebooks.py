@@ -263,8 +263,11 @@ BASELINES: List[Cell] = [
     code("""
     from cosam.report import load_sweep
     sweep = load_sweep(results_dir, profile)  # written by `python -m cosam sweep` (seeds x orders), if run
-    display(Markdown("### From the seeds × orders sweep\\n\\n" + sweep.markdown if sweep is not None else
-                     "(No seeds × orders sweep in this results folder: `python -m cosam sweep --help`.)"))
+    if sweep is None:
+        display(Markdown("(No seeds × orders sweep in this results folder: `python -m cosam sweep --help`.)"))
+    else:
+        display(Markdown(f"### From the seeds × orders sweep (`{sweep.path}`)\\n\\n" + sweep.embedded_markdown()))
+        sweep.figure();
     """),
     md("## Per task: zero-shot, sequential right after its task and after the last, joint (IoU %)"),
     code("""
@@ -519,7 +522,8 @@ MODA: List[Cell] = [
     from cosam.report import load_sweep
     sweep = load_sweep(results_dir, profile)
     if sweep is not None:
-        display(Markdown("### From the seeds × orders sweep (`python -m cosam sweep`)\\n\\n" + sweep.markdown))
+        display(Markdown(f"### From the seeds × orders sweep (`{sweep.path}`)\\n\\n" + sweep.embedded_markdown()))
+        sweep.figure();
     """),
     code("""
     from cosam.report import n_test_images, restrict_to_subset

@@ -251,4 +251,13 @@ def test_aggregate_math_layout_missing_and_published_block(tmp_path: Path) -> No
     from cosam import plots
     rows = plots.table2_rows(stats)  # the notebooks' table helper takes it as is
     assert rows[0]["method"] == "sequential" and rows[0]["seeds"] == "3"
+    # embedded in a notebook: headings two levels down, no link to the PNG beside sweep.md, the
+    # figure drawn inline from the tables instead
+    emb = loaded.embedded_markdown()
+    assert "order_sensitivity.png" in md and "order_sensitivity.png" not in emb
+    assert emb.startswith("### cosam sweep") and "\n#### Order sensitivity\n" in emb
+    fig = loaded.figure()
+    assert [ax.get_title() for ax in fig.axes] == ["Last-IoU↑", "FF-IoU↓"]
+    import matplotlib.pyplot as plt
+    plt.close(fig)
     assert load_sweep(tmp_path / "nothing", "smoke") is None
