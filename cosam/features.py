@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -89,8 +89,100 @@ class SampleStore:
         return item
 
 
-class FeatureCache:
-    """Encoder features on disk and in RAM.
+class _EncoderCache:
+    """What the frozen-encoder caches share: entries keyed by (weights id, input size, sha1 of the
+    image file) under ``root/<weights_id>/<S>/<sub>/<key[:2]>/<key>.pt``, written atomically,
+    kept in RAM for the life of the process, recomputed when unreadable, and filled in batches.
+
+    A subclass names its entries (``what``, ``sub``), packs and unpacks one image's value, and
+    encodes a batch of images into one value per image (on the host, in the storage dtype).
+    """
+
+    what: str = "encoder cache"
+    sub: str = ""
+    desc: str = "encoding"
+
+    def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
+                 progress: bool = True, enabled: bool = True) -> None:
+        self.root = Path(root) / model.weights_id / str(model.image_size)
+        if self.sub:
+            self.root = self.root / self.sub
+        self.model = model
+        self.dtype = _DTYPES[dtype]
+        self.batch_size = batch_size
+        self.progress = progress
+        self.enabled = enabled
+        self._ram: Dict[str, Any] = {}
+        self._keys: Dict[str, str] = {}
+        self.encode_seconds = 0.0
+        self.hits = 0
+        self.misses = 0
+
+    # ---- a subclass's part ----------------------------------------------------------------
+    def _pack(self, value: Any) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _unpack(self, entry: Dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _encode(self, images: Tensor) -> List[Any]:
+        """(B,3,S,S) 0..255 host images -> B values, each on the host in ``self.dtype``."""
+        raise NotImplementedError
+
+    # ---- shared ---------------------------------------------------------------------------
+    def _key(self, path: Path) -> str:
+        k = self._keys.get(str(path))
+        if k is None:
+            k = self._keys[str(path)] = file_key(path)
+        return k
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.pt"
+
+    def _load(self, key: str) -> Optional[Any]:
+        if key in self._ram:
+            return self._ram[key]
+        path = self._path(key)
+        if not (self.enabled and path.is_file()):
+            return None
+        try:
+            value = self._unpack(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception:  # a torn or foreign file: recompute it rather than fail the run
+            log.warning("%s entry %s is unreadable; recomputing it", self.what, path)
+            return None
+        self._ram[key] = value
+        return value
+
+    @torch.no_grad()
+    def values(self, samples: Sequence[SamplePath], store: SampleStore) -> List[Any]:
+        """One value per sample, in order: from RAM, else disk, else encoded in batches now."""
+        keys = [self._key(s.image) for s in samples]
+        missing = [i for i, k in enumerate(keys) if self._load(k) is None]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            t0 = time.perf_counter()
+            bar = tqdm(total=len(missing), desc=self.desc, unit="img", disable=not self.progress, leave=False)
+            for start in range(0, len(missing), self.batch_size):
+                idx = missing[start:start + self.batch_size]
+                images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
+                for i, value in zip(idx, self._encode(images)):
+                    self._ram[keys[i]] = value
+                    if self.enabled:
+                        try:
+                            torch_save(self._path(keys[i]), self._pack(value))
+                        except CosamError as exc:
+                            log.warning("%s not written (%s); continuing in memory", self.what, exc)
+                            self.enabled = False
+                    faults.point("encode")
+                bar.update(len(idx))
+            bar.close()
+            self.encode_seconds += time.perf_counter() - t0
+        return [self._ram[k] for k in keys]
+
+
+class FeatureCache(_EncoderCache):
+    """Encoder features (image embedding and the first block's output) on disk and in RAM.
 
     Arguments:
       root: cache folder; entries live in ``root/<weights_id>/<S>/<key[:2]>/<key>.pt``.
@@ -101,144 +193,66 @@ class FeatureCache:
         fp32). Entries are kept on the host either way.
     """
 
+    what = "feature cache"
+
     def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
                  progress: bool = True, enabled: bool = True, accel: Optional[Accel] = None) -> None:
-        self.root = Path(root) / model.weights_id / str(model.image_size)
-        self.model = model
-        self.dtype = _DTYPES[dtype]
-        self.batch_size = batch_size
-        self.progress = progress
-        self.enabled = enabled
+        super().__init__(root, model, dtype, batch_size, progress, enabled)
         self.accel = accel or CPU
-        self._ram: Dict[str, Tuple[Tensor, Tensor]] = {}
-        self._keys: Dict[str, str] = {}
-        self.encode_seconds = 0.0
-        self.hits = 0
-        self.misses = 0
 
-    def _key(self, path: Path) -> str:
-        k = self._keys.get(str(path))
-        if k is None:
-            k = self._keys[str(path)] = file_key(path)
-        return k
+    def _pack(self, value: Tuple[Tensor, Tensor]) -> Dict[str, Any]:
+        return {"embedding": value[0], "interm": value[1]}
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.pt"
+    def _unpack(self, entry: Dict[str, Any]) -> Tuple[Tensor, Tensor]:
+        return entry["embedding"], entry["interm"]
 
-    def _load(self, key: str) -> Optional[Tuple[Tensor, Tensor]]:
-        if key in self._ram:
-            return self._ram[key]
-        path = self._path(key)
-        if not (self.enabled and path.is_file()):
-            return None
-        try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
-            feats = (entry["embedding"], entry["interm"])
-        except Exception:  # a torn or foreign file: recompute it rather than fail the run
-            log.warning("feature cache entry %s is unreadable; recomputing it", path)
-            return None
-        self._ram[key] = feats
-        return feats
+    def _encode(self, images: Tensor) -> List[Tuple[Tensor, Tensor]]:
+        with self.accel.autocast():
+            emb, interm = self.model.encode(self.accel.move(images))
+        return [(emb[j].to(self.dtype).cpu().clone(), interm[j].to(self.dtype).cpu().clone())
+                for j in range(images.shape[0])]
 
-    @torch.no_grad()
     def get(self, samples: Sequence[SamplePath], store: SampleStore) -> Tuple[Tensor, Tensor]:
         """Features of ``samples`` in order.
 
         Returns:
           embeddings (N,256,e,e) and interm (N,D,e',e'), float32.
         """
-        keys = [self._key(s.image) for s in samples]
-        missing = [i for i, k in enumerate(keys) if self._load(k) is None]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        if missing:
-            t0 = time.perf_counter()
-            bar = tqdm(total=len(missing), desc="encoding", unit="img", disable=not self.progress, leave=False)
-            for start in range(0, len(missing), self.batch_size):
-                idx = missing[start:start + self.batch_size]
-                images = self.accel.move(torch.stack([store.get(samples[i], keep_image=True).image for i in idx]))
-                with self.accel.autocast():
-                    emb, interm = self.model.encode(images)
-                for j, i in enumerate(idx):
-                    feats = (emb[j].to(self.dtype).cpu().clone(), interm[j].to(self.dtype).cpu().clone())
-                    self._ram[keys[i]] = feats
-                    if self.enabled:
-                        try:
-                            torch_save(self._path(keys[i]), {"embedding": feats[0], "interm": feats[1]})
-                        except CosamError as exc:
-                            log.warning("feature cache not written (%s); continuing in memory", exc)
-                            self.enabled = False
-                    faults.point("encode")
-                bar.update(len(idx))
-            bar.close()
-            self.encode_seconds += time.perf_counter() - t0
-        feats = [self._ram[k] for k in keys]
+        feats = self.values(samples, store)
         return (torch.stack([f[0] for f in feats]).float(), torch.stack([f[1] for f in feats]).float())
 
 
-class BlockInputCache:
+class BlockInputCache(_EncoderCache):
     """MoDA's one-way token-pass inputs on disk and in RAM: each attention block's LayerNorm'd
     patch tokens for one image, captured during an ordinary (frozen) encoder pass.
 
     Same keying as :class:`FeatureCache` (weights id, input size, sha1 of the file), under
     ``root/<weights_id>/<S>/blocks/``. Size per image: the sum over blocks of N_b·C_b values
     (vit_t at 512 px: 2.7 M values, 5.3 MB in float16), so it is meant for small inputs; MoDA's
-    ``token_cache`` option decides (see :mod:`cosam.methods.moda`).
+    ``token_cache`` option decides (see :mod:`cosam.methods.moda`). The encoder runs on the
+    model's device in its own precision; entries are kept on the host.
 
     ``get`` returns per block a (n, N_b, C_b) tensor in the storage dtype.
     """
 
-    def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
-                 progress: bool = True, enabled: bool = True) -> None:
-        self.features = FeatureCache(root, model, dtype, batch_size, progress, enabled)
-        self.root = self.features.root / "blocks"
-        self._ram: Dict[str, List[Tensor]] = {}
-        self.encode_seconds = 0.0
+    what = "block-input cache"
+    sub = "blocks"
+    desc = "token inputs"
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.pt"
+    def _pack(self, value: List[Tensor]) -> Dict[str, Any]:
+        return {"blocks": value}
 
-    def _load(self, key: str) -> Optional[List[Tensor]]:
-        if key in self._ram:
-            return self._ram[key]
-        path = self._path(key)
-        if not (self.features.enabled and path.is_file()):
-            return None
-        try:
-            blocks = list(torch.load(path, map_location="cpu", weights_only=True)["blocks"])
-        except Exception:
-            log.warning("block-input cache entry %s is unreadable; recomputing it", path)
-            return None
-        self._ram[key] = blocks
-        return blocks
+    def _unpack(self, entry: Dict[str, Any]) -> List[Tensor]:
+        return list(entry["blocks"])
 
-    @torch.no_grad()
-    def get(self, samples: Sequence[SamplePath], store: SampleStore) -> List[Tensor]:
+    def _encode(self, images: Tensor) -> List[List[Tensor]]:
         from .models.tokens import capture
 
-        f = self.features
-        keys = [f._key(s.image) for s in samples]
-        missing = [i for i, k in enumerate(keys) if self._load(k) is None]
-        if missing:
-            t0 = time.perf_counter()
-            bar = tqdm(total=len(missing), desc="token inputs", unit="img", disable=not f.progress, leave=False)
-            for start in range(0, len(missing), f.batch_size):
-                idx = missing[start:start + f.batch_size]
-                device = next(f.model.parameters()).device  # the model may be on a GPU; entries stay on the host
-                images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx]).to(device)
-                with capture(f.model.image_encoder) as inputs:
-                    f.model.encode(images)
-                for j, i in enumerate(idx):
-                    blocks = [t[j].to(f.dtype).cpu().clone() for t in inputs]
-                    self._ram[keys[i]] = blocks
-                    if f.enabled:
-                        try:
-                            torch_save(self._path(keys[i]), {"blocks": blocks})
-                        except CosamError as exc:
-                            log.warning("block-input cache not written (%s); continuing in memory", exc)
-                            f.enabled = False
-                bar.update(len(idx))
-            bar.close()
-            self.encode_seconds += time.perf_counter() - t0
-        per = [self._ram[k] for k in keys]
+        device = next(self.model.parameters()).device
+        with capture(self.model.image_encoder) as inputs:
+            self.model.encode(images.to(device))
+        return [[t[j].to(self.dtype).cpu().clone() for t in inputs] for j in range(images.shape[0])]
+
+    def get(self, samples: Sequence[SamplePath], store: SampleStore) -> List[Tensor]:
+        per = self.values(samples, store)
         return [torch.stack([p[b] for p in per]) for b in range(len(per[0]))]
