@@ -455,7 +455,9 @@ def order_sensitivity(summary: Sequence[Mapping[str, Any]], per_seed: Sequence[M
         ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
         ax.set_ylabel("%")
         ax.set_title(TABLE2_HEADERS.get(key, key))
-    axes[0, 0].legend(title="order", fontsize=7, title_fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="task order", fontsize=7, title_fontsize=7, loc="outside lower center",
+               ncols=max(len(labels), 1))
     fig.suptitle(title("Order sensitivity: mean ± sample std over seeds (dots: seeds)", synthetic))
     return fig
 

@@ -65,7 +65,8 @@ NATURAL: Dict[str, Tuple[float, Optional[float]]] = {
 PAPER_NAME: Dict[str, str] = {
     "joint": "Joint Training (Upper Bound)", "zeroshot": "SAM", "lwf": "LwF", "ewc": "EWC", "replay": "ER",
     "l2p": "L2P", "dualprompt": "Dual-Prompt", "coda": "Coda-Prompt", "decoder_tuning": "Decoder-Tuning",
-    "sam_adapter": "SAM-Adapter", "sequential": "HQ-SAM",
+    "sam_adapter": "SAM-Adapter", "sequential": "HQ-SAM", "sequential_moda": "HQ-SAM + MoDA",
+    "decoder_tuning_moda": "Decoder-Tuning + MoDA", "sam_adapter_moda": "SAM-Adapter + MoDA",
 }
 
 
