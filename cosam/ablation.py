@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-import torch
-
 from .config import Config, from_dict, merge, validate
 from .errors import CosamError
 from .io import read_json, write_json
@@ -84,12 +82,9 @@ def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx:
     cfg = from_dict(Config, merge(base_cfg.to_dict(), {"method_options": {**base_cfg.method_options, **options},
                                                        "progress": False}))
     validate(cfg)
-    from .inspect import saved_steps
+    from .inspect import load_state
 
-    steps_saved = saved_steps(run_dir)
-    if not steps_saved:
-        raise CosamError(f"{run_dir}/state holds no step checkpoint (was it deleted?)")
-    state = torch.load(run_dir / "state" / f"step_{steps_saved[-1]}.pt", map_location="cpu", weights_only=False)["strategy"]
+    state = load_state(run_dir)[0]["strategy"]
     ctx = ctx or Context()
     bench = _prepare(cfg, ctx)
     strategy = get_method(cfg.method)(ctx.model, cfg)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -44,10 +43,9 @@ def gft_features(run_dir: Path, per_domain: Optional[int] = None, include_probe:
     cfg = from_dict(Config, {**meta["config"], "progress": False})
     if not cfg.method.endswith("_moda"):
         raise ValueError(f"{run_dir} is a {cfg.method} run; the GFT analysis needs a MoDA run")
-    from .inspect import saved_steps
+    from .inspect import load_state
 
-    state = torch.load(run_dir / "state" / f"step_{saved_steps(run_dir)[-1]}.pt", map_location="cpu",
-                       weights_only=False)["strategy"]
+    state = load_state(run_dir)[0]["strategy"]
     ctx = ctx or Context()
     bench = _prepare(cfg, ctx)
     strategy = get_method(cfg.method)(ctx.model, cfg)

@@ -8,6 +8,7 @@ atomically, and also kept in RAM for the life of the process.
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import time
@@ -89,7 +90,7 @@ class SampleStore:
         return item
 
 
-class _EncoderCache:
+class _EncoderCache(abc.ABC):
     """What the frozen-encoder caches share: entries keyed by (weights id, input size, sha1 of the
     image file) under ``root/<weights_id>/<S>/<sub>/<key[:2]>/<key>.pt``, written atomically,
     kept in RAM for the life of the process, recomputed when unreadable, and filled in batches.
@@ -119,15 +120,17 @@ class _EncoderCache:
         self.misses = 0
 
     # ---- a subclass's part ----------------------------------------------------------------
+    @abc.abstractmethod
     def _pack(self, value: Any) -> Dict[str, Any]:
-        raise NotImplementedError
+        """One image's value -> the dict saved in its entry file."""
 
+    @abc.abstractmethod
     def _unpack(self, entry: Dict[str, Any]) -> Any:
-        raise NotImplementedError
+        """An entry file's dict -> the image's value (inverse of :meth:`_pack`)."""
 
+    @abc.abstractmethod
     def _encode(self, images: Tensor) -> List[Any]:
         """(B,3,S,S) 0..255 host images -> B values, each on the host in ``self.dtype``."""
-        raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------
     def _key(self, path: Path) -> str:

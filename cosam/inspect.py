@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,27 @@ def saved_steps(run_dir: Path) -> List[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (Path(run_dir) / "state").glob("step_*.pt"))
 
 
+def load_state(run_dir: Path, step: Union[str, int] = "last") -> Tuple[Dict[str, Any], int]:
+    """The saved resume state of ``step`` ("last" or a number): the dict the engine wrote to
+    ``state/step_<n>.pt`` (``strategy``, ``matrix``, ...), and the step it holds.
+
+    Raises CosamError when no such state file is kept, CheckpointError when it cannot be read.
+    """
+    run_dir = Path(run_dir)
+    steps = saved_steps(run_dir)
+    if not steps:
+        raise CosamError(f"{run_dir} has no state/step_<n>.pt file; run it first")
+    want = steps[-1] if step == "last" else int(step)
+    if want not in steps:
+        raise CosamError(f"{run_dir} keeps the state of step {', '.join(map(str, steps))} only (the engine deletes "
+                         f"older steps' state after each checkpoint), so step {want} cannot be inspected")
+    path = run_dir / "state" / f"step_{want}.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False), want
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+
+
 def _model_of(cfg: Config, res: Dict, model: Optional[SamModel]) -> SamModel:
     if model is not None and model.weights_id == res["weights_id"] and model.image_size == res["image_size"]:
         return model
@@ -98,23 +119,13 @@ def load_strategy(run_dir: Path, step: Union[str, int] = "last", model: Optional
       (strategy, benchmark, step loaded).
     """
     run_dir = Path(run_dir)
-    steps = saved_steps(run_dir)
-    if not steps:
-        raise CosamError(f"{run_dir} has no state/step_<n>.pt file; run it first")
-    want = steps[-1] if step == "last" else int(step)
-    if want not in steps:
-        raise CosamError(f"{run_dir} keeps the state of step {', '.join(map(str, steps))} only (the engine deletes "
-                         f"older steps' state after each checkpoint), so step {want} cannot be inspected")
+    state, want = load_state(run_dir, step)
     cfg, res = run_config(run_dir)
     sam = _model_of(cfg, res, model)
     bench = benchmark_of(run_dir)
     torch.manual_seed(cfg.seed)
     strategy = get_method(cfg.method)(sam, cfg)
     strategy.plan(bench.tasks)
-    try:
-        state = torch.load(run_dir / "state" / f"step_{want}.pt", map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {run_dir / 'state' / f'step_{want}.pt'}: {exc}") from None
     strategy.load_method_state(state["strategy"])
     strategy.eval()
     return strategy, bench, want
