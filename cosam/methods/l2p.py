@@ -29,6 +29,7 @@ tokens to the decoder, and the query–key matching loss.
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -42,7 +43,7 @@ from ..models.decoder import decode, embed_prompts, group_by_kind
 from .base import Batch, Strategy
 
 
-class PromptStrategy(Strategy):
+class PromptStrategy(Strategy, abc.ABC):
     """Frozen SAM whose mask decoder reads extra prompt tokens chosen per image from a pool.
 
     Subclasses implement :meth:`select` (query -> tokens, matching score). The decoder is SAM's
@@ -58,9 +59,9 @@ class PromptStrategy(Strategy):
         """(B,256,e,e) frozen image embedding -> (B,256) query (spatial mean, no gradient)."""
         return emb.detach().float().mean(dim=(2, 3))
 
+    @abc.abstractmethod
     def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """Tokens (B,n,256) for each image and the matching score (sum of cosines / B) or None."""
-        raise NotImplementedError
 
     def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
                 samples: Optional[Sequence[Any]] = None) -> Tensor:
