@@ -536,4 +536,4 @@ def fmt_pct(x: Optional[float]) -> str:
     """
     if x is None or math.isnan(float(x)):
         return "–"
-    return f"{100.0 * float(x):.1f}"
+    return f"{round(100.0 * float(x), 1) + 0.0:.1f}"  # + 0.0: a tiny negative prints "0.0", not "-0.0"

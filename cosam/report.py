@@ -115,7 +115,7 @@ def markdown_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[st
         if c in pct:
             return fmt_pct(v)
         if isinstance(v, float):
-            return "–" if not math.isfinite(v) else f"{v:.1f}"
+            return "–" if not math.isfinite(v) else f"{round(v, 1) + 0.0:.1f}"
         return "–" if v is None else str(v)
 
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]

@@ -289,6 +289,9 @@ def test_fmt_pct() -> None:
     assert fmt_pct(0.71613) == "71.6"
     assert fmt_pct(1.0) == "100.0"
     assert fmt_pct(float("nan")) == "–" and fmt_pct(None) == "–"
+    # a forgetting of -0.0002 (L2P's FF) rounds to zero and must not print as "-0.0"
+    assert fmt_pct(-0.0002) == "0.0" and fmt_pct(-0.0) == "0.0"
+    assert fmt_pct(-0.0006) == "-0.1"
 
 
 # ----------------------------------------------------------------------------- loss
@@ -369,3 +372,13 @@ def test_loss_soft_targets_and_point_losses() -> None:
     assert dice_points(lp, tp, 1).item() == pytest.approx(1 - (2 * 0.5 + 1) / (1.0 + 1.0 + 1))
     with pytest.raises(ValueError, match="float"):
         mask_loss(logits, (target * 255).to(torch.uint8))
+
+
+def test_markdown_table_formats_pct_floats_and_missing() -> None:
+    from cosam.report import markdown_table
+
+    text = markdown_table([{"method": "l2p", "FF": -0.0002, "time_s": -0.01, "note": None}], pct=["FF"])
+    lines = text.strip().splitlines()
+    assert lines[0] == "| method | FF | time_s | note |"
+    assert lines[2] == "| l2p | 0.0 | 0.0 | – |"
+    assert markdown_table([]) == "(no rows)\n"
