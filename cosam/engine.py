@@ -347,6 +347,7 @@ def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: Sa
             faults.point("eval")
             iou[es.name] = sum(s[0] for s in scores) / len(scores)
             biou[es.name] = sum(s[1] for s in scores) / len(scores)
+    strategy.after_eval()
     return iou, biou, per_image
 
 

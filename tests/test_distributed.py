@@ -1,7 +1,7 @@
 """Data-parallel runs (cosam.distributed) on the CPU: two gloo processes against one process.
 
 Marked ``ddp`` (see pyproject.toml): these start processes (torchrun, torch.multiprocessing);
-``pytest -m "not ddp"`` leaves them out. About 20 s together on a loaded 2-core machine.
+``pytest -m "not ddp"`` leaves them out. About 45 s together on a loaded 2-core machine.
 
 What "the same as one process" means here (cosam.distributed's docstring): the gradient of a
 two-rank step equals the one-process gradient of the whole batch (checked exactly, to float
@@ -169,3 +169,32 @@ def test_two_process_run_matches_one_process(tmp_path: Path) -> None:
     assert la.shape == lb.shape
     np.testing.assert_allclose(lb, la, rtol=0.10)
     assert not np.array_equal(la, lb)  # ranks did draw their own prompts and loss points
+
+
+def test_two_process_moda_router_log_covers_every_rank(tmp_path: Path) -> None:
+    """MoDA under ``torchrun --nproc_per_node=2``: each rank routes only its share of the test
+    batches, and ``router.json`` must still count every test image (gathered over the ranks), as
+    the one-process run does. The router reads the frozen encoder and is trained from the same
+    seeded buffer on every rank, so its routes, and hence the confusion matrices, are the same."""
+    cache = tmp_path / "cache"
+    overrides = {**SMOKE, "data": {**SMOKE["data"], "test_cap": 3}, "eval": {"batch_size": 2}}
+    one = run(make_config("smoke", {**overrides, "method": "sequential_moda", "results_dir": str(tmp_path / "one"),
+                                    "cache_dir": str(cache)}), ctx=Context())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("COSAM_FAULT", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "cosam", "run", "--method", "sequential_moda", "--profile", "smoke",
+           "--results-dir", str(tmp_path / "two"), "--set", f"cache_dir={cache}",
+           "--set", "data.train_cap=4", "--set", "data.test_cap=3", "--set", "data.probe_cap=2",
+           "--set", "eval.batch_size=2", "--set", "data.order=" + json.dumps(ORDER)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two = tmp_path / "two" / "smoke" / one.name
+    a, b = (json.loads((d / "router.json").read_text()) for d in (one, two))
+    assert len(a["log"]) == len(b["log"]) == len(ORDER)
+    for la, lb in zip(a["log"], b["log"]):
+        totals = {name: sum(counts) for name, counts in lb["confusion"].items()}
+        assert totals == {name: sum(counts) for name, counts in la["confusion"].items()}
+        # every seen task's 3 test images (batches of 2 and 1, dealt over the ranks)
+        assert all(totals[name] == 3 for name in lb["adapters"])
+        assert lb["confusion"] == la["confusion"] and lb["accuracy"] == la["accuracy"]

@@ -101,6 +101,10 @@ class Strategy(nn.Module):
     def after_task(self, exp: Experience, source: Any) -> None:
         """Called after training on ``exp``; ``source`` yields its training batches."""
 
+    def after_eval(self) -> None:
+        """Called after every evaluation of the seen tasks, on every rank under torchrun (so a
+        strategy may gather what each rank saw there)."""
+
     def penalty(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
         """Extra loss terms (regularisers, distillation); summed into the loss."""
         return {}

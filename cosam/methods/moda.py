@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
 from ..config import Config
 from ..data.benchmark import Task
 from ..data.prompts import Prompt
@@ -424,6 +425,14 @@ class MoDA(Strategy):
         self.router.requires_grad_(False)
 
     # ---- router bookkeeping ------------------------------------------------------------------------
+    def after_eval(self) -> None:
+        """Log this evaluation's routes. Under torchrun each rank routed only its share of the
+        batches, so the routes are gathered first and every rank logs the whole test set."""
+        self.base.after_eval()
+        if distributed.info().enabled:
+            self._routes = [r for part in distributed.gather_objects(self._routes) for r in part]
+        self._flush_routes()
+
     def _flush_routes(self) -> None:
         """Summarise the routes of the evaluation that just ran into ``router_log``."""
         if not self._routes:
