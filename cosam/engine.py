@@ -545,13 +545,20 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
         strategy.load_method_state(state["strategy"])
         matrix = TaskMatrix.from_dict(state["matrix"])
         timing = state["timing"]
+        timing["resumed"] = timing.get("resumed", 0) + 1
         start_step = state["step"] + 1
         log.info("resuming %s after step %d", run_dir, state["step"])
 
     encode_eval = not strategy.needs_pixels
     sets = make_eval_sets(bench, cache, store, encode_now=encode_eval)
 
+    # Wall seconds of the earlier invocations, each up to its last checkpoint (the work a kill
+    # threw away is not counted: it is redone, and counted, in this invocation).
+    prior_s, prior_encode_s = float(timing.get("elapsed_s", 0.0)), float(timing["encode_s"])
+
     def checkpoint(step: int) -> None:
+        timing["elapsed_s"] = prior_s + time.perf_counter() - t_start
+        timing["encode_s"] = prior_encode_s + cache.encode_seconds - enc0
         if not me.is_main:
             return
         torch_save(state_dir / f"step_{step}.pt", {"strategy": strategy.method_state(), "matrix": matrix.to_dict(),
@@ -593,8 +600,8 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
                      iou.get(exp.name, float("nan")) if len(exp.tasks) == 1 else float("nan"))
             checkpoint(step)
 
-    timing["encode_s"] += cache.encode_seconds - enc0
-    timing["total_s"] = time.perf_counter() - t_start
+    timing["encode_s"] = prior_encode_s + cache.encode_seconds - enc0
+    timing["total_s"] = prior_s + time.perf_counter() - t_start  # over every invocation, as elapsed_s
     if me.is_main:
         _write_results(run_dir, matrix, strategy, timing, cfg, bench)
     return run_dir

@@ -378,6 +378,30 @@ def collect(spec: SweepSpec, check_config: bool = True) -> Tuple[Dict[Combo, Run
     return done, missing
 
 
+def compute_seconds(timing: Mapping[str, Any]) -> float:
+    """A run's measured seconds: training + evaluation + encoding, summed over the invocations
+    that produced it (a resumed run's earlier ones included; what a kill threw away and the start-up
+    are not). NaN when the run recorded none of them."""
+    parts = [timing.get(k) for k in ("train_s", "eval_s", "encode_s")]
+    if all(p is None for p in parts):
+        return float("nan")
+    return float(sum(p for p in parts if p is not None))
+
+
+def compute_rows(per_seed: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Per (order, method): finished runs, mean and total measured minutes (:func:`compute_seconds`)."""
+    groups: Dict[Tuple[str, str], List[float]] = {}
+    for r in per_seed:
+        groups.setdefault((r["order"], r["method"]), []).append(float(r.get("compute_s", float("nan"))))
+    rows = []
+    for (order, method), secs in groups.items():
+        ok = [x for x in secs if math.isfinite(x)]
+        rows.append({"order": order, "method": method, "runs": len(secs),
+                     "min/run": (sum(ok) / len(ok) / 60.0) if ok else float("nan"),
+                     "total min": sum(ok) / 60.0 if ok else float("nan")})
+    return rows
+
+
 def per_seed_rows(records: Mapping[Combo, RunRecord]) -> List[Dict[str, Any]]:
     """One row per finished run: order, method, seed, Table 2 columns and the rest of
     :func:`cosam.report.summary_rows` (fractions), the task order it trained in, its folder."""
@@ -387,6 +411,7 @@ def per_seed_rows(records: Mapping[Combo, RunRecord]) -> List[Dict[str, Any]]:
         row: Dict[str, Any] = {"order": combo.order, "method": combo.method, "seed": combo.seed, "data": s["data"]}
         row.update({k: s.get(k) for k in KEYS})
         row["train_s"] = s.get("train_s")
+        row["compute_s"] = compute_seconds(rec.timing)
         row["task_order"] = " > ".join(rec.meta["resolved"]["order"])
         row["run"] = str(rec.path)
         rows.append(row)
@@ -514,6 +539,15 @@ def _markdown(spec: SweepSpec, records: Mapping[Combo, RunRecord], missing: Sequ
     text.append(markdown_table(sens_md))
     if figure:
         text += ["![Last and FF per method and order](order_sensitivity.png)", ""]
+    comp = compute_rows(per_seed)
+    total_h = sum(r["total min"] for r in comp if math.isfinite(r["total min"])) / 60.0
+    text += ["## Compute", "",
+             f"Measured seconds (training + evaluation + encoding, summed over each run's invocations; start-up, "
+             f"and work a kill threw away, not counted): **{total_h:.2f} h** over the {len(per_seed)} finished runs. "
+             "These are wall-clock seconds of those phases: a run that shared the machine or was paused counts "
+             "its waits, so compare them only between runs made alike. Runs share the feature cache, so the first "
+             "run to need an image pays for its encoding.", "",
+             markdown_table(comp)]
     text += ["## Per seed (%)", ""]
     heads = [HEADERS[c] for c in COLUMNS]
     text.append(markdown_table([{"order": r["order"], "method": r["method"], "seed": r["seed"],
@@ -530,7 +564,7 @@ def aggregate(spec: SweepSpec, out: Optional[Path] = None, check_config: bool = 
     per_seed = per_seed_rows(records)
     summary = summary_stats(per_seed, spec)
     sensitivity = sensitivity_rows(summary, spec)
-    per_seed_cols = ["order", "method", "seed", "data", *KEYS, "train_s", "task_order", "run"]
+    per_seed_cols = ["order", "method", "seed", "data", *KEYS, "train_s", "compute_s", "task_order", "run"]
     summary_cols = ["order", "method", "n_seeds", "seeds", "data", "std"] + [f"{k}_{s}" for k in KEYS for s in ("mean", "std")]
     sens_cols = ["method", "metric"] + [f"{o}_{s}" for o in spec.orders for s in ("n", "mean", "std")] + ["n_orders", "range"]
     write_csv(out / "per_seed.csv", per_seed, per_seed_cols)

@@ -157,9 +157,17 @@ def test_resume_after_failure_equals_uninterrupted(runs: Dict[str, Any], cache: 
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(engine, "fit", counting_fit)
+    before_s = torch.load(run_dir / "state" / "step_3.pt", weights_only=False)["timing"]["elapsed_s"]
+    t0 = time.perf_counter()
     assert run(cfg, ctx=Context()) == run_dir
+    second_s = time.perf_counter() - t0
     assert resumed_calls["n"] == 5  # tasks 4..8 only: tasks 1..3 were not retrained
     assert_same_run(run_dir, runs["sequential"])
+    # total_s spans both invocations (the first up to its last checkpoint), not only the second
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert timing["resumed"] == 1 and before_s > 0.0
+    assert before_s < timing["total_s"] <= before_s + second_s
+    assert "resumed" not in json.loads((runs["sequential"] / "timing.json").read_text())
 
 
 def test_finished_run_is_reused_and_a_different_config_refused(runs: Dict[str, Any], cache: Path,

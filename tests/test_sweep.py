@@ -175,9 +175,14 @@ def _fake_run(spec: SweepSpec, combo: Combo, c: float, d: float, synthetic: bool
         "data_root": "/fake", "synthetic": synthetic, "order": order, "backbone": cfg.model.backbone,
         "checkpoint": None, "image_size": 64}})
     write_json(rd / "matrix.json", m.to_dict())
-    write_json(rd / "costs.json", {"trainable_params": 10, "timing": {"train_s": 1.0}})
+    write_json(rd / "costs.json", {"trainable_params": 10, "timing": {"train_s": 60.0 * (1 + combo.seed), "eval_s": 30.0}})
     (rd / "DONE").write_text("finished\n")
     return rd
+
+
+def md_section(md: str, heading: str) -> str:
+    """The text of one '## ' section of a markdown report."""
+    return md.split(heading, 1)[1].split("\n## ", 1)[0]
 
 
 def test_aggregate_math_layout_missing_and_published_block(tmp_path: Path) -> None:
@@ -219,6 +224,12 @@ def test_aggregate_math_layout_missing_and_published_block(tmp_path: Path) -> No
     assert "different config" in missing["joint-reverse-s0"]
     assert missing["sequential-reverse-s1"].startswith("interrupted after step 2")
     assert missing["sequential-reverse-s2"] == "not started"
+
+    # compute: training + evaluation seconds per run, summed per order and method
+    assert [r["compute_s"] for r in t.per_seed if r["order"] == "paper" and r["method"] == "sequential"] == [90.0, 150.0, 210.0]
+    comp = md_section(t.markdown, "## Compute")
+    assert "| paper | sequential | 3 | 2.5 | 7.5 |" in comp and "| reverse | sequential | 1 | 1.5 | 1.5 |" in comp
+    assert "**0.28 h** over the 7 finished runs" in comp  # (7.5 + 7.5 + 1.5) min
 
     sens = {(r["method"], r["metric"]): r for r in t.sensitivity}
     s = sens[("sequential", "last_iou")]
