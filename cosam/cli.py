@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .config import PROFILES, make_config
+from .config import PROFILES, location_overrides, make_config
 from .errors import CosamError
 
 if TYPE_CHECKING:
@@ -29,19 +29,13 @@ STUDY_METHODS = ("zeroshot", "sequential", "joint")
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
-    o: Dict[str, Any] = {}
+    o = location_overrides(args.data, args.results_dir, args.backbone)
     if getattr(args, "method", None):
         o["method"] = args.method
     if getattr(args, "seed", None) is not None:
         o["seed"] = args.seed
     if getattr(args, "order", None):
         o.setdefault("data", {})["order"] = args.order if "," not in args.order else args.order.split(",")
-    if args.data:
-        o.setdefault("data", {})["root"] = args.data
-    if args.results_dir:
-        o["results_dir"] = args.results_dir
-    if args.backbone:
-        o.setdefault("model", {})["backbone"] = args.backbone
     return o
 
 

@@ -229,6 +229,20 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def location_overrides(data: Optional[str] = None, results_dir: Optional[str] = None,
+                       backbone: Optional[str] = None) -> Dict[str, Any]:
+    """The nested overrides of the CLI's ``--data``, ``--results-dir`` and ``--backbone`` (unset
+    ones left out), shared by ``run``/``study`` and ``sweep``."""
+    o: Dict[str, Any] = {}
+    if data:
+        o.setdefault("data", {})["root"] = data
+    if results_dir:
+        o["results_dir"] = results_dir
+    if backbone:
+        o.setdefault("model", {})["backbone"] = backbone
+    return o
+
+
 def dotted_to_dict(items: Sequence[str]) -> Dict[str, Any]:
     """``["train.epochs=3", "data.order=reverse"]`` -> nested dict."""
     out: Dict[str, Any] = {}

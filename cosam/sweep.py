@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import Config, dotted_to_dict, make_config
+from .config import Config, dotted_to_dict, location_overrides, make_config
 from .data.domains import NAMED_ORDERS
 from .errors import ConfigError, CosamError
 from .io import atomic_write_bytes, read_json, write_csv, write_json, write_text
@@ -134,14 +134,7 @@ class SweepSpec:
         return [Combo(m, o, s) for s in self.seeds for o in self.orders for m in self.methods]
 
     def overrides(self) -> Dict[str, Any]:
-        o: Dict[str, Any] = {}
-        if self.data:
-            o.setdefault("data", {})["root"] = self.data
-        if self.results_dir:
-            o["results_dir"] = self.results_dir
-        if self.backbone:
-            o.setdefault("model", {})["backbone"] = self.backbone
-        return o
+        return location_overrides(self.data, self.results_dir, self.backbone)
 
     def config(self, combo: Combo) -> Config:
         """The config of one run: exactly what ``python -m cosam run`` builds from :meth:`command`."""

@@ -136,6 +136,23 @@ def _losses(d: Path) -> list:
     return [s["loss"] for s in json.loads((d / "timing.json").read_text())["steps"]]
 
 
+def _torchrun_smoke(method: str, results: Path, cache: Path, *sets: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m cosam run`` on the smoke profile with SMOKE's data caps
+    (then ``sets``, later ones winning); fails the test unless it exits 0."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("COSAM_FAULT", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "cosam", "run", "--method", method, "--profile", "smoke",
+           "--results-dir", str(results), "--set", f"cache_dir={cache}",
+           "--set", "data.train_cap=4", "--set", "data.test_cap=2", "--set", "data.probe_cap=2",
+           "--set", "data.order=" + json.dumps(ORDER)]
+    for kv in sets:
+        cmd += ["--set", kv]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def test_two_process_run_matches_one_process(tmp_path: Path) -> None:
     """``torchrun --nproc_per_node=2 -m cosam run`` (gloo, smoke profile) gives the one-process task
     matrix: row 0 bit-identical, trained rows within 0.05 IoU, losses within 10 %; only rank 0
@@ -143,15 +160,7 @@ def test_two_process_run_matches_one_process(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     one = run(make_config("smoke", {**SMOKE, "method": "sequential", "results_dir": str(tmp_path / "one"),
                                     "cache_dir": str(cache)}), ctx=Context())
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("COSAM_FAULT", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "cosam", "run", "--method", "sequential", "--profile", "smoke",
-           "--results-dir", str(tmp_path / "two"), "--set", f"cache_dir={cache}",
-           "--set", "data.train_cap=4", "--set", "data.test_cap=2", "--set", "data.probe_cap=2",
-           "--set", "data.order=" + json.dumps(ORDER)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _torchrun_smoke("sequential", tmp_path / "two", cache)
     assert proc.stdout.count("IoU matrix") == 1  # rank 0 reports, rank 1 does not
     two = tmp_path / "two" / "smoke" / one.name
     assert (two / "DONE").is_file() and not list(two.glob(".*.tmp"))
@@ -180,15 +189,7 @@ def test_two_process_moda_router_log_covers_every_rank(tmp_path: Path) -> None:
     overrides = {**SMOKE, "data": {**SMOKE["data"], "test_cap": 3}, "eval": {"batch_size": 2}}
     one = run(make_config("smoke", {**overrides, "method": "sequential_moda", "results_dir": str(tmp_path / "one"),
                                     "cache_dir": str(cache)}), ctx=Context())
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("COSAM_FAULT", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "cosam", "run", "--method", "sequential_moda", "--profile", "smoke",
-           "--results-dir", str(tmp_path / "two"), "--set", f"cache_dir={cache}",
-           "--set", "data.train_cap=4", "--set", "data.test_cap=3", "--set", "data.probe_cap=2",
-           "--set", "eval.batch_size=2", "--set", "data.order=" + json.dumps(ORDER)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun_smoke("sequential_moda", tmp_path / "two", cache, "data.test_cap=3", "eval.batch_size=2")
     two = tmp_path / "two" / "smoke" / one.name
     a, b = (json.loads((d / "router.json").read_text()) for d in (one, two))
     assert len(a["log"]) == len(b["log"]) == len(ORDER)
