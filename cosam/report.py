@@ -35,6 +35,17 @@ class RunRecord:
     def timing(self) -> Dict[str, Any]:
         return self.costs.get("timing", {})
 
+    @property
+    def compute_s(self) -> float:
+        """The run's measured seconds: training + evaluation + encoding, summed over the
+        invocations that produced it (a resumed run's earlier ones included; start-up and work a
+        kill threw away are not). Wall-clock: a paused or crowded process counts its waits. NaN when
+        the run recorded none of them."""
+        parts = [self.timing.get(k) for k in ("train_s", "eval_s", "encode_s")]
+        if all(p is None for p in parts):
+            return float("nan")
+        return float(sum(p for p in parts if p is not None))
+
 
 def load_run(path: Path) -> RunRecord:
     path = Path(path)

@@ -371,18 +371,8 @@ def collect(spec: SweepSpec, check_config: bool = True) -> Tuple[Dict[Combo, Run
     return done, missing
 
 
-def compute_seconds(timing: Mapping[str, Any]) -> float:
-    """A run's measured seconds: training + evaluation + encoding, summed over the invocations
-    that produced it (a resumed run's earlier ones included; what a kill threw away and the start-up
-    are not). NaN when the run recorded none of them."""
-    parts = [timing.get(k) for k in ("train_s", "eval_s", "encode_s")]
-    if all(p is None for p in parts):
-        return float("nan")
-    return float(sum(p for p in parts if p is not None))
-
-
 def compute_rows(per_seed: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Per (order, method): finished runs, mean and total measured minutes (:func:`compute_seconds`)."""
+    """Per (order, method): finished runs, mean and total measured minutes (``RunRecord.compute_s``)."""
     groups: Dict[Tuple[str, str], List[float]] = {}
     for r in per_seed:
         groups.setdefault((r["order"], r["method"]), []).append(float(r.get("compute_s", float("nan"))))
@@ -404,7 +394,7 @@ def per_seed_rows(records: Mapping[Combo, RunRecord]) -> List[Dict[str, Any]]:
         row: Dict[str, Any] = {"order": combo.order, "method": combo.method, "seed": combo.seed, "data": s["data"]}
         row.update({k: s.get(k) for k in KEYS})
         row["train_s"] = s.get("train_s")
-        row["compute_s"] = compute_seconds(rec.timing)
+        row["compute_s"] = rec.compute_s
         row["task_order"] = " > ".join(rec.meta["resolved"]["order"])
         row["run"] = str(rec.path)
         rows.append(row)

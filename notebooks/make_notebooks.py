@@ -191,9 +191,8 @@ for method in nb.as_list(methods):
         t0 = time.perf_counter()
         path = run(nb.config_for(params, method, int(s)), ctx=ctx)  # finished runs are reused
         runs.setdefault(method, []).append(load_run(path))
-        t = runs[method][-1].timing
         walls.append({"method": method, "seed": int(s), "this_call_s": time.perf_counter() - t0,
-                      "run_compute_s": sum(t.get(k) or 0.0 for k in ("train_s", "eval_s", "encode_s")), "run": str(path)})
+                      "run_compute_s": runs[method][-1].compute_s, "run": str(path)})
 records = [r for recs in runs.values() for r in recs]
 label = data_label(records)
 synthetic = "SYNTHETIC" in label
@@ -497,9 +496,8 @@ MODA: List[Cell] = [
             t0 = time.perf_counter()
             path = run(nb.config_for(params, method, int(s), extra=extra), ctx=ctx)
             runs.setdefault(method, []).append(load_run(path))
-            t = runs[method][-1].timing
             walls.append({"method": method, "seed": int(s), "this_call_s": time.perf_counter() - t0,
-                          "run_compute_s": sum(t.get(k) or 0.0 for k in ("train_s", "eval_s", "encode_s")), "run": str(path)})
+                          "run_compute_s": runs[method][-1].compute_s, "run": str(path)})
     records = [r for recs in runs.values() for r in recs]
     label = data_label(records)
     synthetic = "SYNTHETIC" in label
