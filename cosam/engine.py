@@ -556,9 +556,13 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
     # threw away is not counted: it is redone, and counted, in this invocation).
     prior_s, prior_encode_s = float(timing.get("elapsed_s", 0.0)), float(timing["encode_s"])
 
-    def checkpoint(step: int) -> None:
+    def account() -> None:
+        """Bring ``elapsed_s`` and ``encode_s`` up to now: the earlier invocations' plus this one's."""
         timing["elapsed_s"] = prior_s + time.perf_counter() - t_start
         timing["encode_s"] = prior_encode_s + cache.encode_seconds - enc0
+
+    def checkpoint(step: int) -> None:
+        account()
         if not me.is_main:
             return
         torch_save(state_dir / f"step_{step}.pt", {"strategy": strategy.method_state(), "matrix": matrix.to_dict(),
@@ -600,8 +604,8 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
                      iou.get(exp.name, float("nan")) if len(exp.tasks) == 1 else float("nan"))
             checkpoint(step)
 
-    timing["encode_s"] = prior_encode_s + cache.encode_seconds - enc0
-    timing["total_s"] = prior_s + time.perf_counter() - t_start  # over every invocation, as elapsed_s
+    account()
+    timing["total_s"] = timing["elapsed_s"]  # over every invocation
     if me.is_main:
         _write_results(run_dir, matrix, strategy, timing, cfg, bench)
     return run_dir

@@ -524,6 +524,11 @@ class TaskMatrix:
         return f"TaskMatrix(tasks={self._tasks}, probe={self._probe!r}, rows={self._labels})"
 
 
+def fmt1(x: float) -> str:
+    """A finite number with one decimal, never "-0.0": -0.02 → "0.0", -0.06 → "-0.1"."""
+    return f"{round(float(x), 1) + 0.0:.1f}"  # + 0.0 turns the -0.0 that round() may give into 0.0
+
+
 def fmt_pct(x: Optional[float]) -> str:
     """
     Format a fraction as a percentage with one decimal, e.g. 0.7161 → "71.6".
@@ -536,4 +541,4 @@ def fmt_pct(x: Optional[float]) -> str:
     """
     if x is None or math.isnan(float(x)):
         return "–"
-    return f"{round(100.0 * float(x), 1) + 0.0:.1f}"  # + 0.0: a tiny negative prints "0.0", not "-0.0"
+    return fmt1(100.0 * float(x))

@@ -24,7 +24,7 @@ from torch import Tensor
 from .data.benchmark import Benchmark
 from .data.domains import LAYOUTS
 from .data.prompts import Prompt
-from .metrics import TaskMatrix
+from .metrics import TaskMatrix, fmt1
 from .published import COLUMNS, HEADERS
 from .report import RunRecord, summary_rows
 
@@ -254,8 +254,7 @@ def fmt_stat(s: Stat, scale: float = 100.0) -> str:
     mean, std, _ = s
     if not math.isfinite(mean):
         return "–"
-    text = f"{round(scale * mean, 1) + 0.0:.1f}"  # + 0.0: no "-0.0"
-    return text + (f" ± {scale * std:.1f}" if math.isfinite(std) else "")
+    return fmt1(scale * mean) + (f" ± {scale * std:.1f}" if math.isfinite(std) else "")
 
 
 def table2_rows(stats: Mapping[str, Mapping[str, Stat]], columns: Sequence[str] = TABLE2_COLUMNS) -> List[Dict[str, str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .io import read_json
-from .metrics import TaskMatrix, fmt_pct
+from .metrics import TaskMatrix, fmt1, fmt_pct
 
 
 @dataclass
@@ -126,7 +126,7 @@ def markdown_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[st
         if c in pct:
             return fmt_pct(v)
         if isinstance(v, float):
-            return "–" if not math.isfinite(v) else f"{round(v, 1) + 0.0:.1f}"
+            return "–" if not math.isfinite(v) else fmt1(v)
         return "–" if v is None else str(v)
 
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]

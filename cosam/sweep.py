@@ -44,6 +44,7 @@ from .config import Config, dotted_to_dict, location_overrides, make_config
 from .data.domains import NAMED_ORDERS
 from .errors import ConfigError, CosamError
 from .io import atomic_write_bytes, read_json, write_csv, write_json, write_text
+from .metrics import fmt1
 from .published import CITATION, COLUMNS, HEADERS, SETTING, published_rows
 from .report import RunRecord, data_label, load_run, markdown_table, summary_rows
 
@@ -312,7 +313,7 @@ def fmt_mean_std(mean: float, std: float, n: int, scale: float = 100.0) -> str:
     for one seed; "–" when the metric is undefined."""
     if not n or not math.isfinite(mean):
         return "–"
-    text = f"{round(scale * mean, 1) + 0.0:.1f}"
+    text = fmt1(scale * mean)
     return f"{text} ± {scale * std:.2f}" if math.isfinite(std) else f"{text} ± –"
 
 
