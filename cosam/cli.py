@@ -150,7 +150,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"# then, from the same folder: {spec.aggregate_command(out)}", file=sys.stderr)
         return 0
     t0 = time.perf_counter()
-    outcomes, out = run_sweep(spec, force=args.force, out=Path(args.out) if args.out else None)
+    out_arg = Path(args.out) if args.out else None
+    if args.launcher == "submitit":
+        from .launch import launch_sweep, parse_options
+
+        outcomes, out = launch_sweep(spec, cluster=args.cluster, parallel=args.parallel,
+                                     options=parse_options(args.launcher_opt), force=args.force, out=out_arg,
+                                     folder=Path(args.submitit_folder) if args.submitit_folder else None)
+    else:
+        outcomes, out = run_sweep(spec, force=args.force, out=out_arg)
     print((out / "sweep.md").read_text())
     counts: Dict[str, int] = {}
     for oc in outcomes:
@@ -236,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--print-commands", action="store_true",
                    help="print one independent `python -m cosam run` command per run instead of running")
     w.add_argument("--out", help="aggregate folder (default <results_dir>/<profile>/sweep)")
+    w.add_argument("--launcher", choices=("inprocess", "submitit"), default="inprocess",
+                   help="inprocess (default: every run in this process, one model and feature cache) or "
+                        "submitit (one job per run: Slurm on a cluster, subprocesses locally)")
+    w.add_argument("--cluster", default="local", choices=("local", "slurm", "debug", "auto"),
+                   help="submitit's executor (with --launcher submitit; auto = slurm when sbatch exists)")
+    w.add_argument("--parallel", type=int, default=1,
+                   help="local submitit jobs at once (a cluster's scheduler takes every job at once)")
+    w.add_argument("--launcher-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="submitit executor parameter, e.g. partition=gpu, gpus_per_node=1, time=600 (Slurm) or timeout_min=60 (local)")
+    w.add_argument("--submitit-folder", help="submitit's job files and logs (default <out>/submitit)")
     common(w, axes=False)
     w.set_defaults(fn=cmd_sweep)
     a = sub.add_parser("aggregate", help="mean ± std tables of a sweep's finished runs (grid from sweep.json, "
