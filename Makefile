@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cosam-installed
 
-.PHONY: env study test reports clean-cache
+.PHONY: env study test reports notebooks clean-cache
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 # Execute every notebook on the cpu profile into results/<name>.{ipynb,html} (reuses finished runs).
 reports: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python notebooks/run_reports.py --profile cpu
+
+# Write each notebooks/NN_*.py (the source to edit) into its paired .ipynb.
+notebooks: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
 
 clean-cache:
 	rm -rf .cache/cosam

@@ -1,5 +1,9 @@
 """Execute the report notebooks with papermill and export each to HTML (code kept visible).
 
+Each notebook's source is its paired ``py:percent`` file (``notebooks/NN_name.py``, jupytext);
+edit that, then ``jupytext --sync notebooks/NN_name.py`` (``make notebooks`` syncs them all).
+A run refuses notebooks that are out of sync with their source.
+
     python notebooks/run_reports.py                       # every notebooks/NN_*.ipynb, cpu profile
     python notebooks/run_reports.py --profile smoke --only 01_baselines
     python notebooks/run_reports.py --profile cpu --results-dir results/runs --out results
@@ -65,6 +69,35 @@ def to_html(executed: Path) -> Path:
     return html
 
 
+def cells(notebook: Any) -> List[tuple]:
+    """What a notebook says, for comparing a pair: (cell type, source, tags) per cell."""
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in notebook.cells]
+
+
+def out_of_sync(folder: Path = HERE) -> List[str]:
+    """The report notebooks whose ``.ipynb`` says something else than its paired ``py:percent``
+    source (or lacks one); each entry names the file and the command that fixes it.
+
+    The ``.py`` file is the source to edit (it is linted and reviewed as code); ``jupytext --sync``
+    writes the change into the ``.ipynb`` that papermill runs.
+    """
+    import jupytext
+    import nbformat
+
+    problems = []
+    for ipynb in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+        py = ipynb.with_suffix(".py")
+        if not py.is_file():
+            problems.append(f"{ipynb.name} has no paired {py.name}; run: jupytext --set-formats ipynb,py:percent "
+                            f"notebooks/{ipynb.name}")
+        elif cells(jupytext.read(py)) != cells(nbformat.read(ipynb, as_version=4)):
+            problems.append(f"{ipynb.name} is out of sync with {py.name}; run: jupytext --sync notebooks/{py.name}")
+    for py in sorted(Path(folder).glob("[0-9][0-9]_*.py")):
+        if not py.with_suffix(".ipynb").is_file():
+            problems.append(f"{py.name} has no paired .ipynb; run: jupytext --sync notebooks/{py.name}")
+    return problems
+
+
 def notebooks(only: Optional[List[str]] = None) -> List[Path]:
     """The report notebooks (``NN_name.ipynb``), or those named in ``only`` (with or without .ipynb)."""
     found = sorted(p for p in HERE.glob("[0-9][0-9]_*.ipynb"))
@@ -91,6 +124,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     params: Dict[str, Any] = {"profile": args.profile, "results_dir": args.results_dir}
     if args.cache_dir:
         params["cache_dir"] = args.cache_dir
+    stale = out_of_sync()
+    if stale:
+        print("error: the notebooks are not in sync with their .py sources:\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 2
     todo = notebooks(args.only)
     with tempfile.TemporaryDirectory(prefix="cosam-jupyter-") as tmp:
         os.environ.update(jupyter_env(Path(tmp)))

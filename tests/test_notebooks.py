@@ -74,14 +74,30 @@ def n_images(nb: Any) -> int:
                if {"image/png", "image/jpeg"} & set(o.get("data", {})))
 
 
-def test_generated_notebooks_are_up_to_date(tmp_path: Path) -> None:
-    """The committed .ipynb files are what notebooks/make_notebooks.py writes."""
-    _script("make_notebooks").main(tmp_path)
-    for path in sorted(tmp_path.glob("*.ipynb")):
-        assert path.read_text() == (NOTEBOOKS / path.name).read_text(), \
-            f"{path.name} differs from its generator; run python notebooks/make_notebooks.py"
-    nb = nbformat.read(NOTEBOOKS / "01_baselines.ipynb", as_version=4)
-    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+def test_notebooks_are_in_sync_with_their_py_percent_sources(tmp_path: Path) -> None:
+    """Each notebooks/NN_*.ipynb is paired with a py:percent source that says the same, cell by
+    cell; an edit on one side only is caught (and run_reports refuses to run)."""
+    import shutil
+
+    pytest.importorskip("jupytext")
+    assert run_reports.out_of_sync() == []
+    pairs = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    assert [p.stem for p in pairs] == [p.stem for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
+    assert len(pairs) == 6
+    for py in pairs:
+        nb = nbformat.read(py.with_suffix(".ipynb"), as_version=4)
+        assert [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])], py.name
+        assert not [c for c in nb.cells if c.cell_type == "code" and c.get("outputs")], \
+            f"{py.stem}.ipynb carries outputs; the executed copies belong in results/"
+    # an edit made in the .py only is caught
+    for p in NOTEBOOKS.glob("0[12]_*.*"):
+        shutil.copy(p, tmp_path / p.name)
+    py = tmp_path / "01_baselines.py"
+    py.write_text(py.read_text().replace("# # 01", "# # 01 (edited)", 1))
+    stale = run_reports.out_of_sync(tmp_path)
+    assert len(stale) == 1 and "01_baselines.ipynb is out of sync" in stale[0] and "jupytext --sync" in stale[0]
+    (tmp_path / "02_moda.py").unlink()
+    assert any("02_moda.ipynb has no paired 02_moda.py" in m for m in run_reports.out_of_sync(tmp_path))
 
 
 def test_benchmark_notebook(work: Path) -> None:
