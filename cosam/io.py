@@ -22,6 +22,42 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TRACKED_PACKAGES = ("torch", "torchvision", "segment-anything", "numpy", "pillow", "cosam")
 
 
+def portable(path: Any, root: Optional[Path] = None) -> str:
+    """A path as a report shows it: relative to the repository when it lies inside it, else by
+    what it is (its last component: ``cosam-mini``, ``minisam_vit_t.pth``), never the absolute
+    folder of the machine the report ran on. Anything that is not an absolute path (``None``,
+    ``"synthetic"``, a relative path) is returned as text unchanged.
+
+    Arguments:
+      path: a str or Path (or None).
+      root (Path): the repository root; default :data:`REPO_ROOT`.
+    """
+    if path is None:
+        return ""
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    p = Path(os.path.normpath(text))
+    base = Path(os.path.normpath(str(root or REPO_ROOT)))
+    try:
+        rel = p.relative_to(base)
+    except ValueError:
+        return p.name or text
+    return str(rel) if str(rel) != "." else "."
+
+
+def portable_text(text: str, root: Optional[Path] = None) -> str:
+    """``text`` with every absolute path in it (a word starting with ``/``, or a ``key=/path``
+    override) replaced by :func:`portable`."""
+    def one(word: str) -> str:
+        key, sep, value = word.partition("=")
+        if sep and value.startswith("/"):
+            return f"{key}={portable(value, root)}"
+        return portable(word, root) if word.startswith("/") else word
+
+    return " ".join(one(w) for w in text.split(" "))
+
+
 def _clean(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf -> None, tuples -> lists, Paths -> str."""
     if isinstance(obj, float):

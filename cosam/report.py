@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .io import read_json
+from .io import portable, read_json
 from .metrics import TaskMatrix, fmt1, fmt_pct
 
 
@@ -58,7 +58,7 @@ def load_run(path: Path) -> RunRecord:
 def data_label(runs: Sequence[RunRecord]) -> str:
     if any(r.synthetic for r in runs):
         return "SYNTHETIC generated data (not a real benchmark result)"
-    roots = sorted({r.meta["resolved"]["data_root"] for r in runs})
+    roots = sorted({portable(r.meta["resolved"]["data_root"]) for r in runs})
     return f"real data: {', '.join(roots)}"
 
 

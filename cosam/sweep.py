@@ -43,7 +43,7 @@ import numpy as np
 from .config import Config, dotted_to_dict, location_overrides, make_config
 from .data.domains import NAMED_ORDERS
 from .errors import ConfigError, CosamError
-from .io import atomic_write_bytes, read_json, write_csv, write_json, write_text
+from .io import atomic_write_bytes, portable, portable_text, read_json, write_csv, write_json, write_text
 from .metrics import fmt1
 from .published import CITATION, COLUMNS, HEADERS, SETTING, published_rows
 from .report import RunRecord, data_label, load_run, markdown_table, summary_rows
@@ -478,12 +478,12 @@ def _markdown(spec: SweepSpec, records: Mapping[Combo, RunRecord], missing: Sequ
     if recs:
         res = recs[0].meta["resolved"]
         backbones = sorted({f"`{r.meta['resolved']['backbone']}` at {r.meta['resolved']['image_size']} px" for r in recs})
-        ckpt = f"`{res['checkpoint']}`" if res.get("checkpoint") else "random weights"
+        ckpt = f"`{portable(res['checkpoint'])}`" if res.get("checkpoint") else "random weights"
         text[-1] += f" Backbone {', '.join(backbones)} ({ckpt})."
     text += [
         "",
         f"Grid: methods {', '.join(spec.methods)}; seeds {', '.join(map(str, spec.seeds))}; orders {', '.join(spec.orders)}"
-        + (f"; overrides `{' '.join(spec.dotted)}`" if spec.dotted else "") + ".",
+        + (f"; overrides `{portable_text(' '.join(spec.dotted))}`" if spec.dotted else "") + ".",
         "",
         f"Finished: **{len(records)} of {n_all}** runs. Only finished runs are reported."
         + ("" if check_config else " (Grid discovered from the run folders; their configs were not checked.)"),

@@ -54,7 +54,7 @@ params
 import torch
 from cosam.data import build_benchmark, load_pair, make_prompt, resize_eval
 from cosam.engine import resolve_data_root
-from cosam.io import write_csv
+from cosam.io import portable, write_csv
 
 cfg = nb.config_for(params, "zeroshot", seed)
 root = resolve_data_root(cfg)
@@ -64,7 +64,7 @@ used = build_benchmark(root, d.layout, d.order, seed, d.train_cap, d.test_cap, d
 synthetic = full.synthetic
 report_dir = Path(results_dir) / profile / "reports"
 display(Markdown(f"Data: **{'SYNTHETIC generated data (not a real benchmark)' if synthetic else 'real data'}** "
-                 f"at `{root}`, layout `{d.layout}`, order `{order}`; profile `{profile}` "
+                 f"at `{portable(root)}`, layout `{d.layout}`, order `{order}`; profile `{profile}` "
                  f"(caps train {d.train_cap}, test {d.test_cap}, probe {d.probe_cap})."))
 
 # %% [markdown]

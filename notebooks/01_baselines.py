@@ -33,6 +33,7 @@ from IPython.display import Markdown, display
 
 import cosam.notebook as nb
 from cosam import plots
+from cosam.io import portable
 from cosam.report import markdown_table
 
 plots.setup(dpi=80)
@@ -68,7 +69,7 @@ for method in nb.as_list(methods):
         path = run(nb.config_for(params, method, int(s)), ctx=ctx)  # finished runs are reused
         runs.setdefault(method, []).append(load_run(path))
         walls.append({"method": method, "seed": int(s), "this_call_s": time.perf_counter() - t0,
-                      "run_compute_s": runs[method][-1].compute_s, "run": str(path)})
+                      "run_compute_s": runs[method][-1].compute_s, "run": portable(path)})
 records = [r for recs in runs.values() for r in recs]
 label = data_label(records)
 synthetic = "SYNTHETIC" in label

@@ -56,7 +56,25 @@ def execute(src: Path, out: Path, parameters: Mapping[str, Any], cwd: Path = REP
     t0 = time.perf_counter()
     pm.execute_notebook(str(src), str(out), parameters=dict(parameters), kernel_name=KERNEL, cwd=str(cwd),
                         progress_bar=False, log_output=False)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    make_portable(out)
+    return wall
+
+
+def make_portable(executed: Path) -> None:
+    """Papermill records the absolute input and output paths of the machine that ran the report;
+    keep them relative to the repository (or by file name) so that a reader elsewhere sees paths
+    that mean something (:func:`cosam.io.portable`)."""
+    import nbformat
+
+    from cosam.io import portable
+
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path", "cwd"):
+        if meta.get(key):
+            meta[key] = portable(meta[key], REPO)
+    nbformat.write(nb, executed)
 
 
 def to_html(executed: Path) -> Path:

@@ -108,6 +108,10 @@ def test_benchmark_notebook(work: Path) -> None:
     text = markdown_text(nb)
     assert "SYNTHETIC" in text and "The sequence has 8 tasks" in text  # a computed conclusion
     assert n_images(nb) == 3  # counts, sample grid, prompts
+    # portable: no absolute folder of this machine in what a reader sees or in papermill's record
+    assert str(work) not in text and "/tmp" not in text
+    assert nb.metadata["papermill"]["input_path"] == "notebooks/00_benchmark.ipynb"
+    assert not Path(nb.metadata["papermill"]["output_path"]).is_absolute()
 
 
 @pytest.fixture(scope="module")
