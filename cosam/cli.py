@@ -1,4 +1,4 @@
-"""Command line: ``python -m cosam {run,study,sweep,aggregate,check-data,methods}``.
+"""Command line: ``python -m cosam {run,study,sweep,aggregate,tables,check-data,methods}``.
 
     python -m cosam run --method sequential --order shuffled --seed 0 --profile cpu
     python -m cosam run --method joint --set train.epochs=2 --set data.train_cap=16
@@ -196,6 +196,16 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tables(args: argparse.Namespace) -> int:
+    from .tables import write_tables
+
+    spec = _sweep_spec(args)
+    rows, verdicts, md = write_tables(spec, Path(args.out))
+    print(md)
+    print(f"table2.csv ({len(rows)} rows), claims.csv ({len(verdicts)} verdicts) and claims.md written to {args.out}")
+    return 0
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
     from .data.check import check_data
 
@@ -264,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="aggregate folder (default <results_dir>/<profile>/sweep)")
     common(a, axes=False, force=False)
     a.set_defaults(fn=cmd_aggregate)
+    t = sub.add_parser("tables", help="table2.csv and claims.csv (claims judged over seeds) from a grid's finished runs")
+    t.add_argument("--methods", nargs="+", required=True)
+    t.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    t.add_argument("--orders", nargs="+", default=["paper"])
+    t.add_argument("--out", default="results/tables", help="folder for table2.csv, claims.csv, claims.md")
+    common(t, axes=False, force=False)
+    t.set_defaults(fn=cmd_tables)
     c = sub.add_parser("check-data", help="validate a data folder in the benchmark layout")
     c.add_argument("root")
     c.add_argument("--layout", default="cosam-mini")
