@@ -82,6 +82,37 @@ display(Markdown(f"Data: **{label}**. Backbone `{res['backbone']}` at {res['imag
 display(Markdown(markdown_table(walls, ["method", "seed", "this_call_s", "run_compute_s", "run"])))
 
 # %% [markdown]
+# ## How MoDA works
+#
+# Fine-tuning one set of weights task after task overwrites what earlier tasks needed
+# (**forgetting**). MoDA (Mixture of Domain Adapters) never overwrites: it keeps one **adapter per
+# task** and learns to pick the right one for each test image.
+#
+# 1. **The base decides what an adapter is.** With HQ-SAM (`sequential`) an adapter is the HQ
+#    branch (the extra output token and its small fusion network); with Decoder-Tuning it is the
+#    mask decoder; with SAM-Adapter it is the adapters inside the encoder plus the decoder. Task
+#    $t$ trains adapter $t$ exactly as the base would, starting from SAM's weights; once trained it
+#    is frozen in the **pool**.
+# 2. **Tokens that summarise the image.** MoDA adds a **Global Feature Token (GFT)** and a few
+#    **Global Assistant Tokens (GAT)** to the frozen image encoder. In each encoder block they
+#    attend to the image patches, but the patches do not attend to them (**one-way**), so SAM's
+#    own image features, which every adapter decodes from, are unchanged, and one encoder pass
+#    gives both the features and the GFT's output, the image's **query** $q$. (The released code
+#    lets patches read the tokens too: `attention=full`.)
+# 3. **The router.** Each task $t$ has a key $k_t$; the router scores $s(q, k_t)$ (a linear layer
+#    by default, or cosine similarity) and sends the image to $\arg\max_t s(q, k_t)$. Tokens and
+#    router are trained after each task on a small **buffer** of `buffer_size` training images per
+#    task seen so far, with the task id as the label.
+# 4. **What can still go wrong.** Adapters cannot forget, so MoDA's forgetting comes only from
+#    **routing errors**: an image of task $j$ sent to adapter $t \ne j$. The router's task-id
+#    accuracy and confusion matrix below show where. The price is storage: one adapter and the
+#    buffer images per task.
+
+# %%
+from cosam.diagrams import moda_diagram
+moda_diagram(n_gat=(moda_options or {}).get("n_gat", 9), n_tasks=len(res["order"]));
+
+# %% [markdown]
 # ## Each base alone and with MoDA (first seed; IoU/BIoU %, router accuracy after the last task)
 
 # %%
@@ -162,23 +193,33 @@ ax.set_title(plots.title("What each method keeps", synthetic));
 # ## Conclusions
 
 # %%
+from cosam.claims import claims_markdown, judge_runs
 by = {r["method"]: r for r in table}
-lines = [f"- Data: {label}."]
+seed_runs = {m: {int(r.meta["config"]["seed"]): r for r in recs} for m, recs in runs.items()}
+n_seeds = len(nb.as_list(seeds))
+parts = [f"Data: {label}.", "",
+         f"### The paper's claims on this notebook's runs ({n_seeds} seed{'s' if n_seeds > 1 else ''})", "",
+         claims_markdown(judge_runs(seed_runs))]
+if sweep is not None:
+    from cosam.report import load_run as _load
+    sweep_runs = {}
+    for row in sweep.per_seed:
+        if row["order"] == order:
+            sweep_runs.setdefault(row["method"], {})[int(row["seed"])] = _load(Path(row["run"]))
+    verdicts = judge_runs(sweep_runs)
+    if verdicts:
+        parts += [f"### The same claims over the sweep's seeds (order `{order}`)", "", claims_markdown(verdicts)]
+lines = []
 for b, m in pairs:
     d = 100 * (by[m]["last_iou"] - by[b]["last_iou"])
-    ff = 100 * by[m]["ff_iou"]
-    ok = "meets" if d > 0 and ff <= 1.0 else "misses"
-    lines.append(f"- {b}: Last-IoU {100 * by[b]['last_iou']:.1f}% → {100 * by[m]['last_iou']:.1f}% with MoDA ({d:+.1f} points); "
-                 f"FF-IoU {100 * by[b]['ff_iou']:.1f} → {ff:.1f} points; router accuracy "
-                 f"{100 * (by[m]['router_acc'] or 0):.1f}%. This {ok} the target (Last up, FF ≤ 1 point).")
-if "zeroshot" in by:
-    # zero-shot on the images each MoDA run was scored on (a capped run: its own subset)
-    zs = {m: (by["zeroshot"]["last_iou"] if counts.get(m) == full_n else
-              moda_rows({"zeroshot": restrict_to_subset(first["zeroshot"], first[m])})[0]["last_iou"]) for _, m in pairs}
-    above = [m for _, m in pairs if by[m]["last_iou"] > zs[m]]
-    lines.append(f"- SAM zero-shot scores {100 * by['zeroshot']['last_iou']:.1f}% Last-IoU; "
-                 f"{len(above)} of {len(pairs)} MoDA variants end above it on the same test images"
-                 + (f" ({', '.join(above)})." if above else "."))
+    n_t = len(first[m].matrix.tasks)
+    lines.append(f"- {b} (seed {nb.as_list(seeds)[0]}): Last-IoU {100 * by[b]['last_iou']:.1f}% → "
+                 f"{100 * by[m]['last_iou']:.1f}% with MoDA ({d:+.1f} points); FF-IoU {100 * by[b]['ff_iou']:.1f} → "
+                 f"{100 * by[m]['ff_iou']:.1f} points; router accuracy {100 * (by[m]['router_acc'] or 0):.1f}%. "
+                 f"Cost: {(by[m]['stored_params_per_task'] or 0) / 1e6:.2f} M parameters and "
+                 f"{(by[m]['buffer_images'] or 0) // max(n_t, 1)} buffer images stored per task; "
+                 f"{(by[m]['train_s'] or 0) / max(n_t, 1):.0f} s of training per task against "
+                 f"{(by[b]['train_s'] or 0) / max(n_t, 1):.0f} s for the base.")
 for m, router in routed.items():
     final = router["final"]
     worst = min(final["per_task"], key=final["per_task"].get)
@@ -186,4 +227,4 @@ for m, router in routed.items():
     wrong = max((c, final["adapters"][j]) for j, c in enumerate(conf) if final["adapters"][j] != worst) if len(conf) > 1 else (0, "-")
     lines.append(f"- {m}: the router is least accurate on {worst} ({100 * final['per_task'][worst]:.1f}%), "
                  f"whose images it sends most often to the {wrong[1]} adapter ({wrong[0]} images).")
-display(Markdown("\n".join(lines)))
+display(Markdown("\n".join(parts) + "\n\n### Numbers of the first seed\n\n" + "\n".join(lines)))

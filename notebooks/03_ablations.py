@@ -25,6 +25,24 @@
 # `cosam.ablation.reroute` retrains only the router on the finished pool of one MoDA run and
 # evaluates: the rows equal those of a full run with the same options (tested). `steps="last"`
 # gives the final row (Last and the final router accuracy); `steps="all"` the whole matrix.
+#
+# What each variant changes (see 02 for how MoDA works):
+#
+# - **GFT only (k=0), k=1, k=4** against the default k=9: how many Global Assistant Tokens help
+#   the Global Feature Token summarise the image. Fewer tokens: fewer parameters to fit on the
+#   buffer, less capacity.
+# - **random tokens, one-way**: the tokens keep their random initial values and only the router
+#   trains, so the query is a fixed random read-out of the frozen encoder.
+# - **random tokens, full attention (released)**: the released code's behaviour, where the
+#   patches also read the tokens, so the tokens perturb the image features as well.
+# - **cosine router**: the task keys are compared with the query by cosine similarity instead of
+#   a trained linear layer.
+# - **buffer 1/5/20**: how many training images per task the tokens and router see.
+#
+# A variant can move the router's task-id accuracy and Last-IoU in different directions: a routing
+# mistake costs nothing when the chosen adapter happens to segment that image well, and much when
+# it does not. These rows are one seed; read small differences as noise (02's sweep shows the
+# seed-to-seed spread).
 
 # %%
 # %config InlineBackend.figure_format = 'png'
@@ -114,8 +132,14 @@ worst = min(rows, key=lambda r: r["router_accuracy"])
 lines.append(f"- Most accurate router: {best['variant']} ({100 * best['router_accuracy']:.1f}%); least: "
              f"{worst['variant']} ({100 * worst['router_accuracy']:.1f}%, Last-IoU {100 * worst['last_iou']:.1f}%).")
 spread = 100 * (max(r["last_iou"] for r in rows) - min(r["last_iou"] for r in rows))
-lines.append(f"- Across variants Last-IoU spans {spread:.1f} points: the router decides which adapter segments, "
-             f"so its accuracy is what the ablations move.")
+lines.append(f"- Across variants Last-IoU spans {spread:.1f} points and router accuracy "
+             f"{100 * (best['router_accuracy'] - worst['router_accuracy']):.1f} points.")
+opposite = [r["variant"] for r in rows[1:]
+            if (r["router_accuracy"] - default["router_accuracy"]) * (r["last_iou"] - default["last_iou"]) < 0]
+if opposite:
+    lines.append(f"- In {len(opposite)} of {len(rows) - 1} variants router accuracy and Last-IoU move in opposite "
+                 f"directions against the default ({', '.join(opposite)}): router accuracy alone does not "
+                 f"predict Last-IoU here.")
 for r in rows[1:]:
     lines.append(f"- {r['variant']}: router accuracy {100 * (r['router_accuracy'] - default['router_accuracy']):+.1f} points, "
                  f"Last-IoU {100 * (r['last_iou'] - default['last_iou']):+.1f} points vs the default.")

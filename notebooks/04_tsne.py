@@ -21,6 +21,20 @@
 # the released random tokens, and the mean-pooled SAM image embedding. Each is embedded with t-SNE
 # (scikit-learn) and scored with the silhouette coefficient on the true domains, in the feature
 # space (cosine) and in the 2-D map.
+#
+# How to read them:
+#
+# - **t-SNE** places images so that neighbours in the feature space stay neighbours on the page.
+#   It keeps local structure only: the distances between clusters, their sizes and their shapes
+#   on the map mean little, and another perplexity or seed draws another map. A clean map
+#   suggests, but does not prove, that the features separate the domains.
+# - **Silhouette** scores each image by $(b - a) / \max(a, b)$, with $a$ its mean distance to
+#   images of its own domain and $b$ the mean distance to the nearest other domain, then averages:
+#   +1 means tight, well-separated domains, 0 overlapping ones, negative mostly closer to another
+#   domain. The feature-space score (cosine) is the one to trust; the 2-D score inherits t-SNE's
+#   distortions.
+# - Neither shows that the router will be right: the router is trained on a small buffer, and two
+#   domains can be separable in the features yet confused by a router fitted on a few images.
 
 # %%
 # %config InlineBackend.figure_format = 'png'
