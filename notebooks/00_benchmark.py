@@ -34,7 +34,7 @@ import cosam.notebook as nb
 from cosam import plots
 from cosam.report import markdown_table
 
-plots.setup(dpi=80)
+plots.setup()
 nb.begin(globals())
 
 # %% tags=["parameters"]
@@ -84,7 +84,7 @@ ax.plot(range(len(rows)), [r["train_used"] for r in rows], "k_", ms=14, mew=2, l
 ax.set_xticks(range(len(rows)), names, rotation=30, ha="right")
 ax.set_ylabel("image / mask pairs")
 ax.set_title(plots.title("Pairs per domain (training order, then the probe)", synthetic))
-ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0));
+ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0));
 
 # %% [markdown]
 # ## Sample images with their masks (test split; red = ground-truth foreground)

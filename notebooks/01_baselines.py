@@ -36,7 +36,7 @@ from cosam import plots
 from cosam.io import portable
 from cosam.report import markdown_table
 
-plots.setup(dpi=80)
+plots.setup()
 nb.begin(globals())
 
 # %% tags=["parameters"]
@@ -174,7 +174,7 @@ family = [m for m, rec in first.items() if rec.matrix.is_full_sequence]
 if family:
     ncols = 2
     nrows = math.ceil(len(family) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(10, 3.6 * nrows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(12, 4.4 * nrows), squeeze=False, layout="constrained")
     for ax, m in zip(axes.flat, family):
         plots.matrix_heatmap(first[m].matrix, "iou", ax=ax, name=m)
     for ax in list(axes.flat)[len(family):]:
@@ -193,7 +193,7 @@ if family:
         plots.task_curves(first[m].matrix, "iou", ax=ax, name=m)
     for ax in list(axes.flat)[len(family):]:
         ax.axis("off")
-    axes[0, 0].legend(fontsize=6, ncol=2)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper")  # outside the data
     fig.suptitle(plots.title("Per-task IoU after every step", synthetic))
 
 # %% [markdown]

@@ -36,7 +36,7 @@ from cosam import plots
 from cosam.io import portable
 from cosam.report import markdown_table
 
-plots.setup(dpi=80)
+plots.setup()
 nb.begin(globals())
 
 # %% tags=["parameters"]
@@ -151,7 +151,7 @@ if capped:
 # %%
 pairs = [(b, f"{b}_moda") for b in nb.as_list(bases) if b in first and f"{b}_moda" in first]
 if pairs:
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.6 * len(pairs)), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(12, 4.4 * len(pairs)), squeeze=False, layout="constrained")
     for (b, m), row in zip(pairs, axes):
         plots.matrix_heatmap(first[b].matrix, "iou", ax=row[0], name=b)
         plots.matrix_heatmap(first[m].matrix, "iou", ax=row[1], name=m)
@@ -163,7 +163,7 @@ if pairs:
 # %%
 routed = {m: load_router(r) for m, r in first.items() if load_router(r)}
 if routed:
-    fig, axes = plt.subplots(1, len(routed), figsize=(4.6 * len(routed), 4.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(routed), figsize=(5.6 * len(routed), 4.8), squeeze=False, layout="constrained")
     for ax, (m, router) in zip(axes[0], routed.items()):
         plots.confusion_heatmap(router["final"], ax=ax, name=m)
     fig.suptitle(plots.title("Router confusion after the last task", synthetic))

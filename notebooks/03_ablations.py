@@ -57,7 +57,7 @@ import cosam.notebook as nb
 from cosam import plots
 from cosam.report import markdown_table
 
-plots.setup(dpi=80)
+plots.setup()
 nb.begin(globals())
 
 # %% tags=["parameters"]

@@ -49,7 +49,7 @@ import cosam.notebook as nb
 from cosam import plots
 from cosam.report import markdown_table
 
-plots.setup(dpi=80)
+plots.setup()
 nb.begin(globals())
 
 # %% tags=["parameters"]
@@ -93,7 +93,7 @@ display(Markdown(markdown_table([{k: f"{v:.3f}" if isinstance(v, float) else v f
 fig, axes = plt.subplots(1, len(result), figsize=(4.4 * len(result), 4.2), layout="constrained")
 for ax, (name, r) in zip(axes, result.items()):
     plots.tsne_scatter(r["embedding"], feats.domains, ax=ax, name=f"{name}\nsilhouette {r['silhouette_features']:.2f}")
-axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
 fig.suptitle(plots.title("t-SNE of test images, coloured by domain", synthetic));
 
 # %% [markdown]

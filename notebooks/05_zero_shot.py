@@ -35,7 +35,7 @@ from cosam import plots
 from cosam.io import portable
 from cosam.report import markdown_table
 
-plots.setup(dpi=80)
+plots.setup()
 nb.begin(globals())
 
 # %% tags=["parameters"]

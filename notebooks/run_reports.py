@@ -1,4 +1,4 @@
-"""Execute the report notebooks with papermill and export each to HTML (code kept visible).
+"""Execute the report notebooks with papermill and export each to HTML (results first, code hidden).
 
 Each notebook's source is its paired ``py:percent`` file (``notebooks/NN_name.py``, jupytext);
 edit that, then ``jupytext --sync notebooks/NN_name.py`` (``make notebooks`` syncs them all).
@@ -77,11 +77,25 @@ def make_portable(executed: Path) -> None:
     nbformat.write(nb, executed)
 
 
-def to_html(executed: Path) -> Path:
-    """``<name>.html`` beside the executed notebook, code cells kept."""
-    from nbconvert import HTMLExporter
+#: A code cell with this tag keeps its code in the HTML report (every other cell shows results only).
+SHOW_TAG = "show"
 
-    body, _ = HTMLExporter().from_filename(str(executed))
+
+def to_html(executed: Path) -> Path:
+    """``<name>.html`` beside the executed notebook: results first, code hidden except in cells
+    tagged :data:`SHOW_TAG` (the executed ``.ipynb`` keeps all the code)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and SHOW_TAG not in tags:
+            cell.metadata["tags"] = list(tags) + ["hide-input"]
+    exporter = HTMLExporter()
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"hide-input"}, enabled=True), enabled=True)
+    body, _ = exporter.from_notebook_node(nb)
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
     return html

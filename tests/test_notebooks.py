@@ -205,3 +205,19 @@ def test_ablation_and_tsne_notebooks_reuse_the_moda_run(work: Path, moda: Any) -
     assert len(sil) == 1 + 3
     assert "Silhouette on the true domains" in markdown_text(nb)
     assert (run / "matrix.json").stat().st_mtime_ns == before  # reused, not retrained
+
+
+def test_html_reports_show_results_and_hide_code_unless_tagged(tmp_path: Path) -> None:
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    hidden = new_code_cell("secret_variable_name = 41 + 1\nsecret_variable_name",
+                           outputs=[new_output("execute_result", {"text/plain": "RESULT_VALUE_42"}, execution_count=1)])
+    shown = new_code_cell("visible_code_line = 'kept'", metadata={"tags": [run_reports.SHOW_TAG]})
+    nb = new_notebook(cells=[new_markdown_cell("# Report heading"), hidden, shown])
+    path = tmp_path / "r.ipynb"
+    nbformat.write(nb, path)
+    html = run_reports.to_html(path).read_text()
+    assert "Report heading" in html and "RESULT_VALUE_42" in html
+    assert "secret_variable_name" not in html
+    assert "visible_code_line" in html
+    assert "secret_variable_name" in path.read_text()  # the .ipynb keeps all code
