@@ -43,7 +43,7 @@ profile = "cpu"
 order = "paper"
 seeds = [0]
 methods = ["zeroshot", "sequential", "joint", "lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning",
-           "sam_adapter"]
+           "sam_adapter", "sequential_moda", "decoder_tuning_moda", "sam_adapter_moda"]  # Table 2's rows
 backbone = None        # None: the profile's (vit_t; LiteMedSAM fallback when its weights are absent)
 data_root = None
 results_dir = "results/runs"
