@@ -221,3 +221,17 @@ def test_html_reports_show_results_and_hide_code_unless_tagged(tmp_path: Path) -
     assert "secret_variable_name" not in html
     assert "visible_code_line" in html
     assert "secret_variable_name" in path.read_text()  # the .ipynb keeps all code
+
+
+def test_readme_lists_every_notebook_parameter() -> None:
+    """The README's parameter tables name every declared parameter of every notebook."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Notebook parameters"):]
+    section = section[:section.index("\nProfiles (")]
+    for py in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
+        declared = re.search(r"declared=\[([^\]]*)\]", py.read_text())
+        assert declared, py.name
+        for name in re.findall(r"'([a-z_]+)'", declared.group(1)):
+            assert f"| `{name}` |" in section, f"{py.stem}'s parameter {name} is missing from the README's table"
