@@ -180,7 +180,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 # the full sets use: cosam.report.restrict_to_subset scores any other run on the same images).
 _SAM_ADAPTER_CPU = {"data": {"train_cap": 8, "test_cap": 10, "probe_cap": 20}, "train": {"epochs": 4, "lr_step": 3}}
 METHOD_PROFILE_OVERRIDES: Dict[str, Dict[str, Dict[str, Any]]] = {
-    "cpu": {"sam_adapter": _SAM_ADAPTER_CPU, "sam_adapter_moda": _SAM_ADAPTER_CPU},
+    "cpu": {"sam_adapter": _SAM_ADAPTER_CPU, "sam_adapter_moda": _SAM_ADAPTER_CPU, "sam_adapter_joint": _SAM_ADAPTER_CPU},
 }
 
 

@@ -10,6 +10,7 @@ from .decoder_tuning import DecoderTuning
 from .dualprompt import DualPrompt
 from .ewc import EWC
 from .hq import HQSequential, Joint
+from .joint import DecoderTuningJoint, SamAdapterJoint
 from .l2p import L2P
 from .lwf import LwF
 from .moda import DecoderTuningMoDA, SamAdapterMoDA, SequentialMoDA
@@ -20,7 +21,7 @@ from .zeroshot import ZeroShot
 METHODS: Dict[str, Type[Strategy]] = {
     cls.name: cls
     for cls in (ZeroShot, HQSequential, Joint, LwF, EWC, Replay, L2P, DualPrompt, CodaPrompt, DecoderTuning, SamAdapter,
-                SequentialMoDA, DecoderTuningMoDA, SamAdapterMoDA)
+                SequentialMoDA, DecoderTuningMoDA, SamAdapterMoDA, DecoderTuningJoint, SamAdapterJoint)
 }
 
 
