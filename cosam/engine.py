@@ -409,9 +409,9 @@ def data_fingerprint(bench: Benchmark) -> str:
     """sha1 over every pair a run reads: task, split, name and the bytes of image and mask.
 
     Covers each task's train pairs and its evaluation split (``bench.eval_split``: test plus the
-    probe, or validation), in training order. Paths enter relative to nothing (only names), so a
-    moved copy of the same data has the same fingerprint; an edited, added or removed file changes
-    it. cosam-mini (37 MB) hashes in well under a second.
+    probe, or validation), in training order. Only file names enter, not folders, so a moved
+    copy of the same data has the same fingerprint; an edited, added or removed file changes it.
+    All of cosam-mini (37 MB) hashes in well under a second.
 
     Arguments:
       bench (Benchmark): the benchmark a run uses.
@@ -430,6 +430,11 @@ def data_fingerprint(bench: Benchmark) -> str:
     return h.hexdigest()
 
 
+def method_version(method_cls: Any) -> str:
+    """``"<method>/<code_version>"``, e.g. ``"sequential/1"``."""
+    return f"{method_cls.name or method_cls.__name__}/{getattr(method_cls, 'code_version', 1)}"
+
+
 def run_identity(bench: Benchmark, model: SamModel, accel: Accel, method_cls: Any) -> Dict[str, Any]:
     """What decides a run's numbers beyond its config: recorded in config.json (``resolved.identity``)
     and compared before a finished run is reused or an unfinished one resumed.
@@ -442,7 +447,7 @@ def run_identity(bench: Benchmark, model: SamModel, accel: Accel, method_cls: An
     described = accel.describe()
     return {
         "results_schema": RESULTS_SCHEMA,
-        "method_version": f"{method_cls.name or method_cls.__name__}/{getattr(method_cls, 'code_version', 1)}",
+        "method_version": method_version(method_cls),
         "threads": torch.get_num_threads(),
         "device": accel.device.type,
         "device_name": described["device_name"],
@@ -460,7 +465,7 @@ def static_identity(cfg: Config) -> Dict[str, Any]:
     method_cls = get_method(cfg.method)
     out: Dict[str, Any] = {
         "results_schema": RESULTS_SCHEMA,
-        "method_version": f"{method_cls.name or method_cls.__name__}/{getattr(method_cls, 'code_version', 1)}",
+        "method_version": method_version(method_cls),
     }
     if cfg.threads:
         out["threads"] = cfg.threads

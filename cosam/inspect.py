@@ -66,7 +66,7 @@ def benchmark_of(run_dir: Path) -> Benchmark:
     cfg, res = run_config(run_dir)
     d = cfg.data
     return build_benchmark(Path(res["data_root"]), d.layout, list(res["order"]), cfg.seed, d.train_cap, d.test_cap,
-                           d.probe_cap, d.include_probe)
+                           d.probe_cap, d.include_probe, val_cap=d.val_cap, eval_split=cfg.eval.split)
 
 
 def saved_steps(run_dir: Path) -> List[int]:
