@@ -59,6 +59,18 @@ def default_cache_dir(cfg: Config) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else REPO_ROOT / ".cache" / "cosam"
 
 
+def feature_cache_dir(cfg: Config, accel: Accel) -> Path:
+    """The folder of ``cfg``'s encoder-feature caches on ``accel``.
+
+    One folder per precision (``accel.cache_tag``) and, on the CPU, per torch thread count
+    (``-t<N>``): the CPU encoder's float16 features differ between thread counts (vit_t at
+    512 px, 1 vs 2 threads: every image, 0.7 % of the values by one float16 step), so a run must
+    not read features that another thread count computed.
+    """
+    tag = accel.cache_tag + ("" if accel.is_cuda else f"-t{torch.get_num_threads()}")
+    return default_cache_dir(cfg) / f"features{tag}"
+
+
 def resolve_data_root(cfg: Config) -> Path:
     """``data.root`` -> ``$COSAM_DATA`` -> ``../shared/data/cosam-mini`` -> generated synthetic data."""
     root = cfg.data.root
@@ -627,7 +639,7 @@ def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
 def _ensure_model(cfg: Config, ctx: Context, accel: Accel = CPU) -> None:
     """Build ``ctx``'s model, sample store and feature cache unless it holds them for ``cfg``."""
     key = (cfg.model.backbone, cfg.model.checkpoint, cfg.model.image_size, cfg.model.pretrained, cfg.model.weights_dir,
-           cfg.data.allow_nonbinary_masks, accel, cfg.train.compile)
+           cfg.data.allow_nonbinary_masks, accel, cfg.train.compile, torch.get_num_threads())
     if ctx.model is None or ctx.key != key:
         ctx.model = build_model(cfg)
         if accel.device.type != "cpu":
@@ -636,7 +648,7 @@ def _ensure_model(cfg: Config, ctx: Context, accel: Accel = CPU) -> None:
         ctx.key = key
         ctx.accel = accel
         ctx.store = SampleStore(ctx.model.image_size, cfg.data.allow_nonbinary_masks)
-        ctx.cache = FeatureCache(default_cache_dir(cfg) / f"features{accel.cache_tag}", ctx.model, cfg.train.cache_dtype,
+        ctx.cache = FeatureCache(feature_cache_dir(cfg, accel), ctx.model, cfg.train.cache_dtype,
                                  progress=cfg.progress and distributed.info().is_main,
                                  enabled=cfg.train.cache_features, accel=accel,
                                  batch_size=16 if accel.is_cuda else 4)

@@ -73,6 +73,9 @@ def test_reused_only_with_the_same_thread_count(cache: Path, tmp_path: Path, mon
     # --force re-runs it with the new thread count, recorded
     run(smoke(tmp_path, cache, threads=2), force=True, ctx=Context())
     assert json.loads((run_dir / "config.json").read_text())["resolved"]["identity"]["threads"] == 2
+    # its CPU features were computed by 2 threads, in their own cache folder (float16 features
+    # differ between thread counts, so a run never reads another thread count's)
+    assert list((cache / "features-t2").rglob("*.pt")) and list((cache / "features-t1").rglob("*.pt"))
 
 
 def test_unfinished_run_resumes_only_with_the_same_thread_count(cache: Path, tmp_path: Path,
