@@ -1,4 +1,4 @@
-"""Command line: ``python -m cosam {run,study,sweep,aggregate,tables,check-data,methods}``.
+"""Command line: ``python -m cosam {run,study,sweep,aggregate,tables,tune,check-data,methods}``.
 
     python -m cosam run --method sequential --order shuffled --seed 0 --profile cpu
     python -m cosam run --method joint --set train.epochs=2 --set data.train_cap=16
@@ -6,6 +6,7 @@
     python -m cosam sweep --methods sequential lwf --seeds 0 1 2 3 4 --orders paper reverse shuffled
     python -m cosam sweep ... --print-commands # one independent `cosam run` command per run
     python -m cosam aggregate                  # mean ± std tables of whatever has finished
+    python -m cosam tune --method sequential --grid train.lr=1e-4,3e-4,1e-3   # choose on validation
     python -m cosam check-data /path/to/data   # validate a folder in the benchmark layout
 """
 from __future__ import annotations
@@ -206,6 +207,19 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import TuneSpec, describe, parse_grid, run_tune
+
+    spec = TuneSpec(profile=args.profile, method=args.method, grid=parse_grid(args.grid), overrides=_overrides(args),
+                    dotted=list(args.set), criterion=args.criterion)
+    t0 = time.perf_counter()
+    result = run_tune(spec, force=args.force)
+    for line in describe(result):
+        print(line)
+    print(f"tuning took {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
     from .data.check import check_data
 
@@ -281,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="results/tables", help="folder for table2.csv, claims.csv, claims.md")
     common(t, axes=False, force=False)
     t.set_defaults(fn=cmd_tables)
+    u = sub.add_parser("tune", help="choose a method's settings on the validation split from a small grid")
+    u.add_argument("--method", required=True)
+    u.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=V1,V2",
+                   help="a config key and its values, e.g. train.lr=1e-4,3e-4,1e-3 (repeat for a product grid)")
+    u.add_argument("--criterion", default="last_iou", choices=["last_iou", "avg_iou"],
+                   help="validation score to maximise (default last_iou: mean IoU over tasks after the last one)")
+    common(u)
+    u.set_defaults(fn=cmd_tune)
     c = sub.add_parser("check-data", help="validate a data folder in the benchmark layout")
     c.add_argument("root")
     c.add_argument("--layout", default="cosam-mini")
@@ -293,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose or args.cmd in ("run", "study", "sweep") else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.verbose or args.cmd in ("run", "study", "sweep", "tune") else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return args.fn(args)

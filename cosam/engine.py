@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -58,6 +59,18 @@ def default_cache_dir(cfg: Config) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else REPO_ROOT / ".cache" / "cosam"
 
 
+def feature_cache_dir(cfg: Config, accel: Accel) -> Path:
+    """The folder of ``cfg``'s encoder-feature caches on ``accel``.
+
+    One folder per precision (``accel.cache_tag``) and, on the CPU, per torch thread count
+    (``-t<N>``): the CPU encoder's float16 features differ between thread counts (vit_t at
+    512 px, 1 vs 2 threads: every image, 0.7 % of the values by one float16 step), so a run must
+    not read features that another thread count computed.
+    """
+    tag = accel.cache_tag + ("" if accel.is_cuda else f"-t{torch.get_num_threads()}")
+    return default_cache_dir(cfg) / f"features{tag}"
+
+
 def resolve_data_root(cfg: Config) -> Path:
     """``data.root`` -> ``$COSAM_DATA`` -> ``../shared/data/cosam-mini`` -> generated synthetic data."""
     root = cfg.data.root
@@ -95,7 +108,9 @@ def order_tag(cfg: Config) -> str:
 
 
 def run_dir_for(cfg: Config) -> Path:
-    name = cfg.run_name or f"{cfg.method}-{order_tag(cfg)}-s{cfg.seed}"
+    """``<results_dir>/<profile>/<run_name>``; by default ``<method>-<order>-s<seed>``, with ``-val``
+    appended when the run is measured on the validation split."""
+    name = cfg.run_name or f"{cfg.method}-{order_tag(cfg)}-s{cfg.seed}{'-val' if cfg.eval.split == 'val' else ''}"
     return Path(cfg.results_dir) / cfg.profile / name
 
 
@@ -282,13 +297,17 @@ class EvalSet:
 
 
 def make_eval_sets(bench: Benchmark, cache: FeatureCache, store: SampleStore, encode_now: bool) -> List[EvalSet]:
+    """One set per task (and the probe) on the benchmark's evaluation split (``bench.eval_split``:
+    test, or validation, where there is no probe)."""
     sets = []
+    split = bench.eval_split
     if encode_now:
         prefill_cache(cache, store, [s for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])
-                                     for s in t.test])
+                                     for s in t.eval_samples(split)])
     for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
-        items = [store.get(s) for s in task.test]
-        es = EvalSet(task.name, task.task_id, list(task.test), torch.stack([i.box for i in items]), [i.gt for i in items])
+        samples = list(task.eval_samples(split))
+        items = [store.get(s) for s in samples]
+        es = EvalSet(task.name, task.task_id, samples, torch.stack([i.box for i in items]), [i.gt for i in items])
         if encode_now:
             es.emb, es.interm = cache.get(es.samples, store)
         sets.append(es)
@@ -383,7 +402,148 @@ class RunLock:
             os.close(self.fd)
 
 
+# Where a run is written and how it reports progress never change its numbers. ``threads`` does
+# (torch's CPU kernels split reductions by thread), but the config's value may be None ("torch's
+# default"), so the thread count actually used is compared instead (run_identity: "threads").
 _IGNORED_FOR_RESUME = ("progress", "threads", "results_dir", "cache_dir")
+
+RESULTS_SCHEMA = 2
+"""Version of what a run's numbers mean and how they are computed, shared by every method.
+
+Bump it with any change that alters the numbers of an existing configuration (data handling,
+evaluation, the training loop, metrics); a finished or unfinished run recorded under another
+version is then not reused. A change to one method bumps that method's ``code_version``
+instead (:class:`cosam.methods.base.Strategy`). 1: runs before identities were recorded.
+"""
+
+
+def data_fingerprint(bench: Benchmark) -> str:
+    """sha1 over every pair a run reads: task, split, name and the bytes of image and mask.
+
+    Covers each task's train pairs and its evaluation split (``bench.eval_split``: test plus the
+    probe, or validation), in training order. Only file names enter, not folders, so a moved
+    copy of the same data has the same fingerprint; an edited, added or removed file changes it.
+    All of cosam-mini (37 MB) hashes in well under a second.
+
+    Arguments:
+      bench (Benchmark): the benchmark a run uses.
+
+    Returns:
+      (str): the hex digest.
+    """
+    h = hashlib.sha1()
+    split = bench.eval_split
+    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
+        for part, samples in (("train", task.train), (split, task.eval_samples(split))):
+            for s in samples:
+                h.update(f"{task.name}/{part}/{s.name}\n".encode())
+                h.update(hashlib.sha1(Path(s.image).read_bytes()).digest())
+                h.update(hashlib.sha1(Path(s.mask).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def method_version(method_cls: Any) -> str:
+    """``"<method>/<code_version>"``, e.g. ``"sequential/1"``."""
+    return f"{method_cls.name or method_cls.__name__}/{getattr(method_cls, 'code_version', 1)}"
+
+
+def run_identity(bench: Benchmark, model: SamModel, accel: Accel, method_cls: Any) -> Dict[str, Any]:
+    """What decides a run's numbers beyond its config: recorded in config.json (``resolved.identity``)
+    and compared before a finished run is reused or an unfinished one resumed.
+
+    Returns:
+      (dict): results_schema, method (name and its ``code_version``), threads (torch's intra-op
+        thread count in use), device type and name, precision, tf32, world_size, weights_id
+        (hash of the checkpoint file, or "<backbone>-random"), data_sha1 (:func:`data_fingerprint`).
+    """
+    described = accel.describe()
+    return {
+        "results_schema": RESULTS_SCHEMA,
+        "method_version": method_version(method_cls),
+        "threads": torch.get_num_threads(),
+        "device": accel.device.type,
+        "device_name": described["device_name"],
+        "precision": accel.precision,
+        "tf32": accel.tf32,
+        "world_size": distributed.info().world_size,
+        "weights_id": model.weights_id,
+        "data_sha1": data_fingerprint(bench),
+    }
+
+
+def static_identity(cfg: Config) -> Dict[str, Any]:
+    """The part of :func:`run_identity` known without data or model: the code versions, and the
+    thread count when the config fixes it. What ``aggregate`` can check of a finished run."""
+    method_cls = get_method(cfg.method)
+    out: Dict[str, Any] = {
+        "results_schema": RESULTS_SCHEMA,
+        "method_version": method_version(method_cls),
+    }
+    if cfg.threads:
+        out["threads"] = cfg.threads
+    return out
+
+
+def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "method_options":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(old_meta: Dict[str, Any], cfg: Config,
+                       identity: Optional[Dict[str, Any]] = None) -> List[str]:
+    """What differs between a recorded run (its config.json) and a run of ``cfg`` now.
+
+    Arguments:
+      old_meta (dict): the recorded config.json.
+      cfg (Config): the config of the run asked for.
+      identity (dict or None): :func:`run_identity` of the run asked for; None compares
+        :func:`static_identity` only. Every key it holds must be recorded with the same value.
+
+    Returns:
+      (list(str)): one "key: recorded X, now Y" entry per difference; empty when the recorded
+        run can be reused.
+    """
+    old = _with_new_defaults(old_meta.get("config", {}))
+    resolved = old_meta.get("resolved", {}) or {}
+    used_fallback = None
+    if "backbone" in resolved and "model" in old:
+        used_fallback = resolved["backbone"] != old["model"]["backbone"]
+    a = _flat(_comparable(old, used_fallback))
+    b = _flat(_comparable(cfg.to_dict(), used_fallback))
+    diffs = [f"{k}: recorded {a.get(k, '(absent)')!r}, now {b.get(k, '(absent)')!r}"
+             for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    recorded = resolved.get("identity")
+    want = identity if identity is not None else static_identity(cfg)
+    if not isinstance(recorded, dict):
+        diffs.append(f"identity: not recorded (a run of results schema 1, made before the thread count, device, "
+                     f"data content and code version were recorded), now {want!r}")
+        return diffs
+    for k, v in want.items():
+        if recorded.get(k, "(absent)") != v:
+            diffs.append(f"{k}: recorded {recorded.get(k, '(absent)')!r}, now {v!r}")
+    return diffs
+
+
+def check_reusable(run_dir: Path, cfg: Config, identity: Optional[Dict[str, Any]], what: str) -> None:
+    """Raise unless the run recorded in ``run_dir`` may be reused (finished) or resumed (unfinished).
+
+    Raises:
+      CosamError: naming every differing key and the way out.
+    """
+    diffs = config_differences(read_json(run_dir / "config.json"), cfg, identity)
+    if diffs:
+        fix = "pass --force to re-run it" if what == "finished" else "pass --force to restart it"
+        raise CosamError(
+            f"{run_dir} holds a {what} run whose numbers would differ from this one; it differs in: "
+            f"{'; '.join(diffs)}. Fix: {fix} (its results are replaced), or set run_name to keep both"
+        )
 
 
 def _comparable(d: Dict[str, Any], used_fallback: Optional[bool] = None) -> Dict[str, Any]:
@@ -403,14 +563,9 @@ def _with_new_defaults(old: Dict[str, Any]) -> Dict[str, Any]:
         return old
 
 
-def _same_config(old_meta: Dict[str, Any], cfg: Config) -> bool:
-    """Whether a recorded run (its config.json) was made with ``cfg``."""
-    old = _with_new_defaults(old_meta["config"])
-    resolved = old_meta.get("resolved", {})
-    used_fallback = None
-    if "backbone" in resolved:
-        used_fallback = resolved["backbone"] != old["model"]["backbone"]
-    return _comparable(old, used_fallback) == _comparable(cfg.to_dict(), used_fallback)
+def _same_config(old_meta: Dict[str, Any], cfg: Config, identity: Optional[Dict[str, Any]] = None) -> bool:
+    """Whether a recorded run (its config.json) was made with ``cfg`` (see :func:`config_differences`)."""
+    return not config_differences(old_meta, cfg, identity)
 
 
 @dataclass
@@ -436,18 +591,23 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
     me = distributed.init(accel.device)
     run_dir = run_dir_for(cfg)
     done = run_dir / "DONE"
-    if done.exists() and not force:
-        if not _same_config(read_json(run_dir / "config.json"), cfg):
-            raise CosamError(f"{run_dir} holds a finished run with a different config; pass --force to overwrite it or set run_name")
-        log.info("%s is finished; reusing it (pass --force to rerun)", run_dir)
-        return run_dir
     ctx = ctx or Context()
     method_cls = get_method(cfg.method)
     t_start = time.perf_counter()
+    if done.exists() and not force:
+        # reused only when everything that decides its numbers matches (config and identity)
+        bench = _benchmark(cfg)
+        _ensure_model(cfg, ctx, accel)
+        assert ctx.model is not None
+        check_reusable(run_dir, cfg, run_identity(bench, ctx.model, accel, method_cls), "finished")
+        log.info("%s is finished; reusing it (pass --force to rerun)", run_dir)
+        return run_dir
     bench = _prepare(cfg, ctx, accel)  # every input is read and validated before anything is written
+    assert ctx.model is not None
+    identity = run_identity(bench, ctx.model, accel, method_cls)
     with RunLock(run_dir) if me.is_main else contextlib.nullcontext():
         try:
-            out = _run_locked(cfg, run_dir, force, ctx, bench, method_cls, t_start)
+            out = _run_locked(cfg, run_dir, force, ctx, bench, method_cls, t_start, identity)
         except BaseException:
             if me.is_main:
                 _remove_if_empty(run_dir)
@@ -456,13 +616,30 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
     return out
 
 
-def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
-    """Resolve data and model, and load every image/mask pair once (bad input fails here)."""
+def _benchmark(cfg: Config) -> Benchmark:
+    """The file lists of ``cfg``'s run: train and validation only when ``eval.split`` is ``val``."""
     root = resolve_data_root(cfg)
-    bench = build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
-                            cfg.data.probe_cap, cfg.data.include_probe)
+    return build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
+                           cfg.data.probe_cap, cfg.data.include_probe, val_cap=cfg.data.val_cap,
+                           eval_split=cfg.eval.split)
+
+
+def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
+    """Resolve data and model, and load every image/mask pair the run uses once (bad input fails
+    here): train pairs and the evaluation split's (test and probe, or validation)."""
+    bench = _benchmark(cfg)
+    _ensure_model(cfg, ctx, accel)
+    assert ctx.store is not None
+    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
+        for sample in list(task.train) + list(task.eval_samples(bench.eval_split)):
+            ctx.store.get(sample)
+    return bench
+
+
+def _ensure_model(cfg: Config, ctx: Context, accel: Accel = CPU) -> None:
+    """Build ``ctx``'s model, sample store and feature cache unless it holds them for ``cfg``."""
     key = (cfg.model.backbone, cfg.model.checkpoint, cfg.model.image_size, cfg.model.pretrained, cfg.model.weights_dir,
-           cfg.data.allow_nonbinary_masks, accel, cfg.train.compile)
+           cfg.data.allow_nonbinary_masks, accel, cfg.train.compile, torch.get_num_threads())
     if ctx.model is None or ctx.key != key:
         ctx.model = build_model(cfg)
         if accel.device.type != "cpu":
@@ -471,15 +648,10 @@ def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
         ctx.key = key
         ctx.accel = accel
         ctx.store = SampleStore(ctx.model.image_size, cfg.data.allow_nonbinary_masks)
-        ctx.cache = FeatureCache(default_cache_dir(cfg) / f"features{accel.cache_tag}", ctx.model, cfg.train.cache_dtype,
+        ctx.cache = FeatureCache(feature_cache_dir(cfg, accel), ctx.model, cfg.train.cache_dtype,
                                  progress=cfg.progress and distributed.info().is_main,
                                  enabled=cfg.train.cache_features, accel=accel,
                                  batch_size=16 if accel.is_cuda else 4)
-    assert ctx.store is not None
-    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
-        for sample in list(task.train) + list(task.test):
-            ctx.store.get(sample)
-    return bench
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -497,7 +669,7 @@ def _remove_if_empty(run_dir: Path) -> None:
 
 
 def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Benchmark, method_cls: Any,
-                t_start: float) -> Path:
+                t_start: float, identity: Dict[str, Any]) -> Path:
     state_dir = run_dir / "state"
     me, accel = distributed.info(), ctx.accel
     if force and me.is_main:
@@ -506,8 +678,7 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
     distributed.barrier()
     cfg_path = run_dir / "config.json"
     if cfg_path.exists() and list(state_dir.glob("step_*.pt")):
-        if not _same_config(read_json(cfg_path), cfg):
-            raise CosamError(f"{run_dir} holds an unfinished run with a different config; pass --force to restart it or set run_name")
+        check_reusable(run_dir, cfg, identity, "unfinished")
     root = bench.root
     model, cache, store = ctx.model, ctx.cache, ctx.store
     assert model is not None and cache is not None and store is not None
@@ -525,8 +696,9 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
             "data_root": str(root), "synthetic": bench.synthetic, "order": list(bench.order),
             "backbone": model.backbone, "checkpoint": model.checkpoint, "weights_id": model.weights_id,
             "image_size": model.image_size, "method_options": strategy.options_dict(),
-            "benchmark": bench.summary(),
+            "benchmark": bench.summary(), "eval_split": bench.eval_split, "layout": bench.layout,
             "accel": {**accel.describe(), "world_size": me.world_size},
+            "identity": identity,
         },
     }
     if me.is_main:

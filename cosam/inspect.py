@@ -24,7 +24,8 @@ from .config import Config, config_from_file
 from .data.benchmark import Benchmark, build_benchmark
 from .data.prompts import Prompt
 from .data.reader import SamplePath
-from .engine import default_cache_dir
+from .accel import CPU
+from .engine import feature_cache_dir
 from .errors import CheckpointError, CosamError
 from .features import FeatureCache, SampleStore
 from .io import read_json
@@ -66,7 +67,7 @@ def benchmark_of(run_dir: Path) -> Benchmark:
     cfg, res = run_config(run_dir)
     d = cfg.data
     return build_benchmark(Path(res["data_root"]), d.layout, list(res["order"]), cfg.seed, d.train_cap, d.test_cap,
-                           d.probe_cap, d.include_probe)
+                           d.probe_cap, d.include_probe, val_cap=d.val_cap, eval_split=cfg.eval.split)
 
 
 def saved_steps(run_dir: Path) -> List[int]:
@@ -160,7 +161,7 @@ def predict_examples(run_dir: Path, samples: Sequence[SamplePath], step: Union[s
     if strategy.needs_pixels:
         logits = strategy.predict_images(torch.stack([i.image for i in items]), prompts, tids, samples=list(samples))
     else:
-        cache = FeatureCache(default_cache_dir(cfg) / "features", sam, cfg.train.cache_dtype,
+        cache = FeatureCache(feature_cache_dir(cfg, CPU), sam, cfg.train.cache_dtype,
                              progress=False, enabled=cfg.train.cache_features)
         emb, interm = cache.get(list(samples), store)
         logits = strategy.predict(emb, interm, prompts, tids, samples=list(samples))

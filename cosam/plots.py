@@ -386,7 +386,7 @@ def domain_rows(full: Benchmark, used: Benchmark) -> List[Dict[str, Any]]:
         u = used_by.get(r["name"], {})
         rows.append({"step": i + 1 if i < len(full.tasks) else "probe", "slot": r["name"], "task_id": r["task_id"],
                      "train": r["n_train"], "test": r["n_test"], "train_used": u.get("n_train"),
-                     "test_used": u.get("n_test"),
+                     "val_used": u.get("n_val"), "test_used": u.get("n_test"),
                      "source": specs[r["name"]].source if r["name"] in specs else "(custom layout)"})
     return rows
 

@@ -59,7 +59,17 @@ def data_label(runs: Sequence[RunRecord]) -> str:
     if any(r.synthetic for r in runs):
         return "SYNTHETIC generated data (not a real benchmark result)"
     roots = sorted({portable(r.meta["resolved"]["data_root"]) for r in runs})
-    return f"real data: {', '.join(roots)}"
+    layouts = sorted({layout_text(r.meta.get("config", {}).get("data", {}).get("layout", "cosam-mini")) for r in runs})
+    return f"real data: {', '.join(roots)}; layout {', '.join(layouts)}"
+
+
+def layout_text(layout: str) -> str:
+    """A layout's name, with what fills MVTec_I for the two cosam-mini mappings (piped or mtd_a)."""
+    from .data.domains import LAYOUTS
+
+    if layout in ("cosam-mini", "cosam-mini-mtd"):
+        return f"{layout} (MVTec_I = {LAYOUTS[layout]['MVTec_I'].folder})"
+    return str(layout)
 
 
 def summary_rows(runs: Sequence[RunRecord]) -> List[Dict[str, Any]]:

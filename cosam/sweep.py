@@ -345,9 +345,11 @@ def collect(spec: SweepSpec, check_config: bool = True) -> Tuple[Dict[Combo, Run
     """The finished runs of ``spec``'s grid and, for the others, why they are missing.
 
     A finished run whose config.json differs from the one the sweep would build (other
-    ``--set`` values, say) is not counted: it is listed as missing with "different config".
+    ``--set`` values, say, or another code version: :func:`cosam.engine.config_differences`
+    without the data and weights, which only a run re-checks) is not counted: it is listed as
+    missing with "different config" and the first differing keys.
     """
-    from .engine import _same_config
+    from .engine import config_differences
 
     done: Dict[Combo, RunRecord] = {}
     missing: List[Missing] = []
@@ -359,8 +361,10 @@ def collect(spec: SweepSpec, check_config: bool = True) -> Tuple[Dict[Combo, Run
             except (OSError, ValueError, KeyError) as exc:
                 missing.append(Missing(combo, rd, f"unreadable: {exc}"))
                 continue
-            if check_config and not _same_config(rec.meta, spec.config(combo)):
-                missing.append(Missing(combo, rd, "finished with a different config; not counted"))
+            diffs = config_differences(rec.meta, spec.config(combo)) if check_config else []
+            if diffs:
+                missing.append(Missing(combo, rd, f"finished with a different config ({'; '.join(diffs[:3])}"
+                                                  f"{'; ...' if len(diffs) > 3 else ''}); not counted"))
                 continue
             done[combo] = rec
         elif run_busy(rd):

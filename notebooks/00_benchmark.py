@@ -60,12 +60,16 @@ cfg = nb.config_for(params, "zeroshot", seed)
 root = resolve_data_root(cfg)
 d = cfg.data
 full = build_benchmark(root, d.layout, d.order, seed)  # every pair on disk
-used = build_benchmark(root, d.layout, d.order, seed, d.train_cap, d.test_cap, d.probe_cap)  # what the profile uses
+used = build_benchmark(root, d.layout, d.order, seed, d.train_cap, d.test_cap, d.probe_cap,
+                       val_cap=d.val_cap)  # what the profile uses (validation carved from train)
 synthetic = full.synthetic
 report_dir = Path(results_dir) / profile / "reports"
 display(Markdown(f"Data: **{'SYNTHETIC generated data (not a real benchmark)' if synthetic else 'real data'}** "
                  f"at `{portable(root)}`, layout `{d.layout}`, order `{order}`; profile `{profile}` "
-                 f"(caps train {d.train_cap}, test {d.test_cap}, probe {d.probe_cap})."))
+                 f"(caps train {d.train_cap}, test {d.test_cap}, probe {d.probe_cap}; {d.val_cap} validation "
+                 f"pairs per domain held out of train, on which settings are tuned)."
+                 + (" MVTec_I is `piped` (paper impurities) since 2026-12-02; `data.layout=cosam-mini-mtd` "
+                    "restores the magnetic-tile `mtd_a` of earlier runs." if d.layout == "cosam-mini" else "")))
 
 # %% [markdown]
 # ## Domains in training order

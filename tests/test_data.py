@@ -229,7 +229,7 @@ def test_original_layout_reads_the_archive_tree(tmp_path: Path) -> None:
 
 
 def test_unknown_layout() -> None:
-    with pytest.raises(ConfigError, match=r"unknown data layout 'nope'.*cosam-mini, cosam-original"):
+    with pytest.raises(ConfigError, match=r"unknown data layout 'nope'.*cosam-mini, cosam-mini-mtd, cosam-original"):
         build_benchmark(Path("."), layout="nope")
 
 
@@ -470,3 +470,18 @@ def test_real_cosam_mini(shared_data: Path) -> None:
     bsdata = capped.tasks[0].train
     assert len(bsdata) == 10 and set(bsdata) <= set(bench.tasks[0].train)
     assert [s.name for s in bsdata] != [s.name for s in bench.tasks[0].train[:10]]
+
+
+def test_cosam_mini_maps_mvtec_i_to_piped_and_cosam_mini_mtd_keeps_mtd_a(tmp_path: Path) -> None:
+    """MVTec_I is piped (paper impurities) by default; cosam-mini-mtd reproduces the earlier mtd_a mapping."""
+    assert LAYOUTS["cosam-mini"]["MVTec_I"].folder == "piped"
+    assert LAYOUTS["cosam-mini-mtd"]["MVTec_I"].folder == "mtd_a"
+    for slot in (*PAPER_ORDER, PROBE):  # every other slot is the same in both
+        if slot != "MVTec_I":
+            assert LAYOUTS["cosam-mini-mtd"][slot] == LAYOUTS["cosam-mini"][slot]
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "cosam-mini"
+    if not (shared / "piped").is_dir() or not (shared / "mtd_a").is_dir():
+        pytest.skip(f"real cosam-mini with piped and mtd_a not at {shared}")
+    for layout, folder in (("cosam-mini", "piped"), ("cosam-mini-mtd", "mtd_a")):
+        (task,) = build_benchmark(shared, layout, ["MVTec_I"], include_probe=False).tasks
+        assert task.train and task.test and {s.image.parts[-4] for s in task.train + task.test} == {folder}

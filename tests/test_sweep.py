@@ -15,7 +15,7 @@ import pytest
 
 from cosam.cli import _overrides, build_parser, main
 from cosam.config import make_config
-from cosam.engine import run_dir_for
+from cosam.engine import run_dir_for, static_identity
 from cosam.errors import ConfigError
 from cosam.io import write_json
 from cosam.metrics import TaskMatrix
@@ -173,7 +173,7 @@ def _fake_run(spec: SweepSpec, combo: Combo, c: float, d: float, synthetic: bool
     order = TASKS if combo.order == "paper" else TASKS[::-1]
     write_json(rd / "config.json", {"config": cfg.to_dict(), "resolved": {
         "data_root": "/fake", "synthetic": synthetic, "order": order, "backbone": cfg.model.backbone,
-        "checkpoint": None, "image_size": 64}})
+        "checkpoint": None, "image_size": 64, "identity": static_identity(cfg)}})
     write_json(rd / "matrix.json", m.to_dict())
     write_json(rd / "costs.json", {"trainable_params": 10, "timing": {"train_s": 60.0 * (1 + combo.seed), "eval_s": 30.0}})
     (rd / "DONE").write_text("finished\n")

@@ -1,6 +1,7 @@
 """Build a benchmark: the task sequence with its file lists, plus the natural-image probe."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -27,13 +28,21 @@ class Task:
       task_id (int): the domain's identity (TASK_IDS; PROBE_TASK_ID for the probe), independent of
         its position in the order.
       train (tuple(SamplePath)): training pairs sorted by name; empty for the probe.
-      test (tuple(SamplePath)): test pairs sorted by name.
+      test (tuple(SamplePath)): test pairs sorted by name; empty when the benchmark was built for
+        validation (eval_split="val"), which never lists the test split.
+      val (tuple(SamplePath)): validation pairs sorted by name, carved from the train split's
+        files (see split_validation; their ``split`` reads "val"); disjoint from train.
     """
 
     name: str
     task_id: int
     train: tuple[SamplePath, ...]
     test: tuple[SamplePath, ...]
+    val: tuple[SamplePath, ...] = ()
+
+    def eval_samples(self, split: str = "test") -> tuple[SamplePath, ...]:
+        """The pairs a run scores this task on: ``test`` or ``val``."""
+        return self.val if split == "val" else self.test
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Benchmark:
       tasks (tuple(Task)): the tasks in training order.
       probe (Task or None): the zero-shot retention probe, test only.
       synthetic (bool): True when the root holds generated data (a SYNTHETIC.md file).
+      eval_split (str): "test", or "val" when only train and validation pairs were listed.
     """
 
     root: Path
@@ -55,12 +65,14 @@ class Benchmark:
     tasks: tuple[Task, ...]
     probe: Task | None
     synthetic: bool
+    eval_split: str = "test"
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per task in order, then the probe: name, task_id, n_train, n_test."""
+        """One row per task in order, then the probe: name, task_id, n_train, n_val, n_test."""
         rows = list(self.tasks) + ([self.probe] if self.probe is not None else [])
         return [
-            {"name": t.name, "task_id": t.task_id, "n_train": len(t.train), "n_test": len(t.test)}
+            {"name": t.name, "task_id": t.task_id, "n_train": len(t.train), "n_val": len(t.val),
+             "n_test": len(t.test)}
             for t in rows
         ]
 
@@ -68,6 +80,43 @@ class Benchmark:
 def _check_cap(value: int | None, key: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"{key}={value!r} is invalid; expected a positive integer or None (no cap)")
+
+
+def _rank(sample: SamplePath) -> str:
+    return hashlib.sha1(f"{sample.domain}/{sample.name}".encode()).hexdigest()
+
+
+def split_validation(samples: Sequence[SamplePath], val_cap: int | None) -> tuple[tuple[SamplePath, ...],
+                                                                                   tuple[SamplePath, ...]]:
+    """Carve a validation set from a train split: the LAST val_cap pairs of the sha1 ranking.
+
+    The ranking is the one cap_samples uses, so cap_samples(pool, train_cap) keeps the same
+    training pairs as cap_samples(samples, train_cap) whenever train_cap <= len(pool): adding a
+    validation split does not change a capped training set. Validation pairs come only from the
+    train split (never from test) and are marked ``split="val"``.
+
+    Arguments:
+      samples (Sequence(SamplePath)): one domain's train split.
+      val_cap (int or None): how many pairs to hold out; 0 or None holds out none.
+
+    Returns:
+      (pool, val): the pairs left for training (ranking order) and the validation pairs sorted
+        by name; disjoint.
+
+    Raises:
+      DataError: val_cap leaves no training pair.
+    """
+    if not val_cap:
+        return tuple(samples), ()
+    ranked = sorted(samples, key=_rank)
+    if val_cap >= len(ranked):
+        domain = ranked[0].domain if ranked else "?"
+        raise DataError(
+            f"data.val_cap={val_cap} holds out every one of the {len(ranked)} training pairs of domain {domain!r}; "
+            f"fix: set data.val_cap below {len(ranked)}"
+        )
+    val = tuple(sorted((dataclasses.replace(s, split="val") for s in ranked[-val_cap:]), key=lambda s: s.name))
+    return tuple(ranked[:-val_cap]), val
 
 
 def cap_samples(samples: Sequence[SamplePath], cap: int | None) -> tuple[SamplePath, ...]:
@@ -86,7 +135,7 @@ def cap_samples(samples: Sequence[SamplePath], cap: int | None) -> tuple[SampleP
     """
     if cap is None or cap >= len(samples):
         return tuple(sorted(samples, key=lambda s: s.name))
-    ranked = sorted(samples, key=lambda s: hashlib.sha1(f"{s.domain}/{s.name}".encode()).hexdigest())
+    ranked = sorted(samples, key=_rank)
     return tuple(sorted(ranked[:cap], key=lambda s: s.name))
 
 
@@ -109,6 +158,8 @@ def build_benchmark(
     test_cap: int | None = None,
     probe_cap: int | None = None,
     include_probe: bool = True,
+    val_cap: int | None = 0,
+    eval_split: str = "test",
 ) -> Benchmark:
     """List every task's files on a data root.
 
@@ -123,6 +174,10 @@ def build_benchmark(
       test_cap (int or None): at most this many test pairs per task.
       probe_cap (int or None): at most this many probe pairs.
       include_probe (bool): also list the natural-image probe.
+      val_cap (int or None): validation pairs per task carved from its train split before
+        train_cap applies (see split_validation); 0 or None: no validation split.
+      eval_split (str): "test" lists every split; "val" lists only train (and validation): the
+        test splits and the probe are never listed, so nothing downstream can read them.
 
     Returns:
       (Benchmark): tasks in training order, each with its fixed task id.
@@ -133,6 +188,12 @@ def build_benchmark(
     """
     for value, key in ((train_cap, "train_cap"), (test_cap, "test_cap"), (probe_cap, "probe_cap")):
         _check_cap(value, key)
+    if val_cap is not None and (isinstance(val_cap, bool) or not isinstance(val_cap, int) or val_cap < 0):
+        raise ConfigError(f"val_cap={val_cap!r} is invalid; expected a non-negative integer (0: no validation split)")
+    if eval_split not in ("test", "val"):
+        raise ConfigError(f"eval_split={eval_split!r} is invalid; valid: test, val")
+    if eval_split == "val" and not val_cap:
+        raise ConfigError("eval.split=val needs a validation split; fix: set data.val_cap to a positive integer")
     if is_layout_file(layout):
         custom = load_custom_layout(Path(layout))
         specs, universe, probe_name = custom.specs, custom.tasks, custom.probe
@@ -153,12 +214,12 @@ def build_benchmark(
         _check_domain_folder(root, spec, layout)
         if spec.train is None:
             raise ConfigError(f"domain {name!r} of layout {layout!r} has no training split and cannot be a task")
-        train = list_samples(root, spec.train, name, "train")
-        test = list_samples(root, spec.test, name, "test")
-        tasks.append(Task(name, task_ids[name], cap_samples(train, train_cap), cap_samples(test, test_cap)))
+        pool, val = split_validation(list_samples(root, spec.train, name, "train"), val_cap)
+        test = list_samples(root, spec.test, name, "test") if eval_split == "test" else []
+        tasks.append(Task(name, task_ids[name], cap_samples(pool, train_cap), cap_samples(test, test_cap), val))
 
     probe: Task | None = None
-    if include_probe and probe_name is not None:
+    if include_probe and probe_name is not None and eval_split == "test":
         spec = specs[probe_name]
         _check_domain_folder(root, spec, layout)
         test = list_samples(root, spec.test, probe_name, "test")
@@ -171,10 +232,11 @@ def build_benchmark(
         tasks=tuple(tasks),
         probe=probe,
         synthetic=(root / SYNTHETIC_MARKER).is_file(),
+        eval_split=eval_split,
     )
     LOGGER.info(
-        "benchmark %s (layout %s%s): %s",
+        "benchmark %s (layout %s%s): train/val/test %s",
         root, layout, ", synthetic" if bench.synthetic else "",
-        "; ".join(f"{r['name']} {r['n_train']}/{r['n_test']}" for r in bench.summary()),
+        "; ".join(f"{r['name']} {r['n_train']}/{r['n_val']}/{r['n_test']}" for r in bench.summary()),
     )
     return bench

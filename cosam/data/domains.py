@@ -72,7 +72,7 @@ _COSAM_MINI: dict[str, DomainSpec] = {
         _mini("BSData", "bsdata", "BSData ball-screw-drive pitting (the paper's dataset, real subset)"),
         _mini("RSDD_I", "crackforest", "CrackForest road cracks (substitute for RSDDs Type-I)"),
         _mini("RSDD_II", "neu_seg", "NEU-Seg steel-strip defects (substitute for RSDDs Type-II)"),
-        _mini("MVTec_I", "mtd_a", "magnetic-tile defects Blowhole/Crack/Fray (substitute for MVTec group 1)"),
+        _mini("MVTec_I", "piped", "PIPED paper impurities, a texture, CC BY 4.0 (substitute for MVTec group 1)"),
         _mini(
             "MVTec_II", "mvtec_loco_juice_bottle",
             "MVTec LOCO AD juice_bottle logical anomalies (MVTec-family stand-in for MVTec group 2)",
@@ -83,6 +83,14 @@ _COSAM_MINI: dict[str, DomainSpec] = {
         _mini(PROBE, "natural_coco", "COCO 2017 coco128-seg, largest instance per image (probe, test only)",
               has_train=False),
     )
+}
+
+# The first cosam-mini mapping: MVTec_I filled by magnetic-tile defects (mtd_a), which look like
+# MVTec_III's mtd_b (same material, light and camera), so no router can tell the two apart. Kept
+# selectable (data.layout="cosam-mini-mtd") so that runs made before 2026-12-02 can be reproduced.
+_COSAM_MINI_MTD: dict[str, DomainSpec] = {
+    **_COSAM_MINI,
+    "MVTec_I": _mini("MVTec_I", "mtd_a", "magnetic-tile defects Blowhole/Crack/Fray (substitute for MVTec group 1)"),
 }
 
 _COSAM_ORIGINAL: dict[str, DomainSpec] = {
@@ -125,13 +133,17 @@ _COSAM_ORIGINAL: dict[str, DomainSpec] = {
 LAYOUTS: dict[str, dict[str, DomainSpec]] = {
     # Real substitute data shipped as shared/data/cosam-mini: <folder>/<split>/{images,masks}.
     "cosam-mini": _COSAM_MINI,
+    # The same with MVTec_I = mtd_a (magnetic tiles), the mapping of every run before 2026-12-02.
+    "cosam-mini-mtd": _COSAM_MINI_MTD,
     # The authors' Google-Drive archive (reference §1.1, §1.4). Its Polyp masks are JPEG, so
     # reading it needs data.allow_nonbinary_masks=true (load_mask(..., allow_nonbinary=True)).
     "cosam-original": _COSAM_ORIGINAL,
 }
 """Folder layouts by name, each mapping a slot name (PAPER_ORDER and PROBE) to its DomainSpec.
 
-"cosam-mini" is the real substitute benchmark in shared/data/cosam-mini (and the synthetic one).
+"cosam-mini" is the real substitute benchmark in shared/data/cosam-mini (and the synthetic one),
+with MVTec_I = piped (paper impurities); "cosam-mini-mtd" maps MVTec_I to mtd_a (magnetic-tile
+defects) instead, as every run before 2026-12-02 did.
 "cosam-original" is the authors' archive; its JPEG polyp masks need allow_nonbinary=True.
 """
 

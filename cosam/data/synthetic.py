@@ -22,7 +22,7 @@ from cosam.errors import DataError
 LOGGER = logging.getLogger(__name__)
 
 # Bump when the painters change, so old folders are regenerated instead of reused.
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2  # 2: MVTec_I is written to piped/ (the cosam-mini mapping since 2026-12-02)
 _MIN_FOREGROUND = 16
 _JPEG_QUALITY = 95
 

@@ -78,6 +78,9 @@ class Strategy(nn.Module):
     #: True when encoder features depend on trainable parameters (no feature cache).
     needs_pixels: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
+    #: Bump (in the subclass) with any change that alters this method's numbers: its finished and
+    #: unfinished runs are then not reused (recorded as config.json's resolved.identity).
+    code_version: ClassVar[int] = 1
 
     def __init__(self, model: SamModel, cfg: Config) -> None:
         super().__init__()

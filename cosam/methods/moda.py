@@ -337,10 +337,13 @@ class MoDA(Strategy):
         """Captured block inputs of ``samples`` (from the disk cache, or one encoder pass)."""
         if self.token_cache == "disk":
             if self._block_cache is None:
-                from ..engine import default_cache_dir
+                from ..accel import Accel
+                from ..engine import feature_cache_dir
                 from ..features import BlockInputCache
 
-                self._block_cache = BlockInputCache(default_cache_dir(self.cfg) / "features", self.model,
+                # per thread count on the CPU, like the feature cache (engine.feature_cache_dir)
+                self._block_cache = BlockInputCache(feature_cache_dir(self.cfg, Accel(torch.device(self.device))),
+                                                    self.model,
                                                     self.cfg.train.cache_dtype, progress=self.cfg.progress,
                                                     enabled=self.cfg.train.cache_features)
             return [t.to(self.device) for t in self._block_cache.get(samples, self._sample_store())]
