@@ -44,6 +44,8 @@ class DataConfig:
       ``cosam-mini-mtd`` (MVTec_I = ``mtd_a``, magnetic tiles: every run before 2026-12-02),
       ``cosam-original`` (the authors' archive), or a YAML file of domains.
     order: ``paper`` | ``reverse`` | ``shuffled`` (drawn from the seed) | list of task names.
+    tasks: the task slots that run (None = all of the layout's); a named order is taken over them
+      (``paper`` keeps the paper's order of these slots). The ``demo`` profile runs four.
     train_cap / test_cap / probe_cap: images per domain and split (None = all); a stable
       hash-ordered subset.
     val_cap: validation images per domain, carved from its train split (the last ``val_cap`` of
@@ -54,6 +56,7 @@ class DataConfig:
     root: Optional[str] = None
     layout: str = "cosam-mini"
     order: Union[str, List[str]] = "paper"
+    tasks: Optional[List[str]] = None
     train_cap: Optional[int] = None
     test_cap: Optional[int] = None
     probe_cap: Optional[int] = None

@@ -621,7 +621,7 @@ def _benchmark(cfg: Config) -> Benchmark:
     root = resolve_data_root(cfg)
     return build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
                            cfg.data.probe_cap, cfg.data.include_probe, val_cap=cfg.data.val_cap,
-                           eval_split=cfg.eval.split)
+                           eval_split=cfg.eval.split, domains=cfg.data.tasks)
 
 
 def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:

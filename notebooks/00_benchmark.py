@@ -59,9 +59,9 @@ from cosam.io import portable, write_csv
 cfg = nb.config_for(params, "zeroshot", seed)
 root = resolve_data_root(cfg)
 d = cfg.data
-full = build_benchmark(root, d.layout, d.order, seed)  # every pair on disk
+full = build_benchmark(root, d.layout, d.order, seed, domains=d.tasks)  # every pair on disk
 used = build_benchmark(root, d.layout, d.order, seed, d.train_cap, d.test_cap, d.probe_cap,
-                       val_cap=d.val_cap)  # what the profile uses (validation carved from train)
+                       val_cap=d.val_cap, domains=d.tasks)  # what the profile uses (validation carved from train)
 synthetic = full.synthetic
 report_dir = Path(results_dir) / profile / "reports"
 display(Markdown(f"Data: **{'SYNTHETIC generated data (not a real benchmark)' if synthetic else 'real data'}** "

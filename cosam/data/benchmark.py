@@ -160,6 +160,7 @@ def build_benchmark(
     include_probe: bool = True,
     val_cap: int | None = 0,
     eval_split: str = "test",
+    domains: Sequence[str] | None = None,
 ) -> Benchmark:
     """List every task's files on a data root.
 
@@ -178,6 +179,9 @@ def build_benchmark(
         train_cap applies (see split_validation); 0 or None: no validation split.
       eval_split (str): "test" lists every split; "val" lists only train (and validation): the
         test splits and the probe are never listed, so nothing downstream can read them.
+      domains (Sequence(str) or None): the task slots that run (None: all); ``order`` is resolved
+        over all slots, then restricted to these, keeping its order (``shuffled`` thus gives a
+        seeded order of the subset). An explicit order naming a slot outside them is refused.
 
     Returns:
       (Benchmark): tasks in training order, each with its fixed task id.
@@ -206,6 +210,15 @@ def build_benchmark(
             )
         specs, probe_name, task_ids = LAYOUTS[layout], PROBE, dict(TASK_IDS)
         names = resolve_order(order, seed)
+    if domains is not None:
+        universe_names = list(universe) if is_layout_file(layout) else list(specs)
+        keep = resolve_order(list(domains), seed, universe=[n for n in universe_names if n != probe_name],
+                             probe=probe_name)
+        outside = [n for n in names if n not in keep] if not isinstance(order, str) or "," in order else []
+        if outside:
+            raise ConfigError(f"data.order names {', '.join(outside)}, which data.tasks={list(domains)} leaves out; "
+                              f"fix: add them to data.tasks or drop them from the order")
+        names = [n for n in names if n in keep]
     root = check_root(root)
 
     tasks: list[Task] = []
