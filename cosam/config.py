@@ -187,6 +187,14 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "train": {"epochs": 24, "batch_size": 4, "lr": 1e-3, "lr_step": 10, "lr_gamma": 0.1, "augment": "lsj",
                   "loss_points": 12544, "precision": "auto"},
     },
+    # For a class: real pretrained vit_t at 256 px on four visually distinct domains (steel strip,
+    # juice bottle, salient objects, endoscopy) and the COCO probe, 8 training images per domain.
+    "demo": {
+        "data": {"tasks": ["RSDD_II", "MVTec_II", "CAMO", "Polyp"], "train_cap": 8, "val_cap": 4, "test_cap": 8,
+                 "probe_cap": 16},
+        "model": {"backbone": "vit_t", "image_size": 256, "fallback_image_size": 128},
+        "train": {"epochs": 8, "batch_size": 4, "lr": 1e-3, "lr_step": 6, "augment": "none", "loss_points": 2048},
+    },
 }
 
 
