@@ -47,6 +47,7 @@ from cosam import metrics  # noqa: E402
 from cosam.config import make_config  # noqa: E402
 from cosam.engine import EvalSet, evaluate, make_prompts  # noqa: E402
 from cosam.methods import METHODS  # noqa: E402
+from cosam.data.prompts import Prompt  # noqa: E402
 from cosam.methods.base import Batch  # noqa: E402
 from cosam.models.fastpath import reference_path  # noqa: E402
 from cosam.models.registry import build_sam  # noqa: E402
@@ -233,19 +234,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             evaluate(strategy, [es], cfg, None)
 
         def fwd(ref: bool) -> Callable[[], None]:
-            def f() -> None:
+            def f() -> None:  # the evaluation's forward alone (for the FLOP count)
+                bs = cfg.eval.batch_size
                 with torch.no_grad(), reference_path(enabled=ref):
-                    for s in range(0, len(es.samples), cfg.eval.batch_size):
-                        sl = slice(s, s + cfg.eval.batch_size)
-                        prompts = make_prompts(torch.zeros(0), cfg, torch.Generator(), 0) if False else None
-                        del prompts
-                        from cosam.data.prompts import Prompt
-                        pr = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None) for b in es.boxes[sl]]
-                        strategy.predict(es.emb[sl], es.interm[sl], pr, torch.zeros(len(pr), dtype=torch.long))
+                    for s in range(0, len(es.samples), bs):
+                        pr = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None)
+                              for b in es.boxes[s:s + bs]]
+                        strategy.predict(es.emb[s:s + bs], es.interm[s:s + bs], pr, torch.zeros(len(pr), dtype=torch.long))
             return f
+        # FlopCounterMode's module hooks trip over views of trainable leaves under no_grad
+        params = strategy.trainable_parameters()
+        strategy.requires_grad_(False)
         flops = {"reference": count_flops(fwd(True)), "fast": count_flops(fwd(False))}
+        for p in params:
+            p.requires_grad_(True)
         flops["fast_cached_gt"] = flops["fast"]
-        times = alternate({"reference": ev_ref, "fast": ev_fast, "fast_cached_gt": ev_fast_cached}, args.rounds)
+        times = alternate({"reference": ev_ref, "fast": ev_fast, "fast_cached_gt": ev_fast_cached},
+                          max(3, args.rounds // 2))
         rows += ratio_rows("eval_pass", times, "reference", flops, peak,
                            note=f"sequential, {args.eval_images} images, scoring included (FLOPs: forward only)")
 
