@@ -12,7 +12,9 @@ are printed too, but are not comparable between runs). Variants (``cosam.models.
 * ``+readers``: the one-way HQ token computed apart from SAM's tokens (no autograd through
   SAM's frozen transformer and upscaling);
 * ``+layernorm``: also the fused LayerNorm2d and channels-last convolutions;
-* ``fast``: also the HQ fusion heads folded into the token (all levers: the default).
+* ``fast``: also the HQ fusion heads folded into the token (all levers: the default);
+* ``fast+bf16``: the fast path under CPU bf16 autocast (opt-in ``train.precision=bf16``; not
+  equivalent: it moves gradients and scores, see benchmarks/README.md).
 
 Phases: ``encode`` (vit_t forward, no lever), ``train_step`` (``sequential`` on cached features,
 forward + loss + backward + Adam step, batch 4), ``train_step_l2p`` (the prompt methods' path:
@@ -49,6 +51,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from cosam import metrics  # noqa: E402
+from cosam.accel import Accel  # noqa: E402
 from cosam.config import make_config  # noqa: E402
 from cosam.engine import EvalSet, evaluate, make_prompts  # noqa: E402
 from cosam.methods import METHODS  # noqa: E402
@@ -140,8 +143,9 @@ def make_strategy(name: str, model: Any, batch: int) -> Tuple[Any, Any]:
 
 
 def train_step_fn(strategy: Any, cfg: Any, emb: torch.Tensor, interm: torch.Tensor, labels: torch.Tensor,
-                  levers_off: Sequence[str]) -> Callable[[], float]:
-    """One engine-like training step (predict, loss, backward, Adam) with ``levers_off`` slow."""
+                  levers_off: Sequence[str], bf16: bool = False) -> Callable[[], float]:
+    """One engine-like training step (predict, loss, backward, Adam) with ``levers_off`` slow;
+    ``bf16``: forward and loss under CPU bf16 autocast (``train.precision=bf16``, as ``fit``)."""
     params = strategy.trainable_parameters()
     opt = torch.optim.Adam(params, lr=0.0)  # lr 0: every call sees the same weights
     gen = torch.Generator().manual_seed(0)
@@ -151,8 +155,9 @@ def train_step_fn(strategy: Any, cfg: Any, emb: torch.Tensor, interm: torch.Tens
     def step() -> float:
         with reference_path(*levers_off, enabled=bool(levers_off)):
             batch = Batch(emb, interm, labels, prompts, tids, None, torch.Generator().manual_seed(1))
-            logits = strategy.predict(emb, interm, prompts, tids)
-            loss = strategy.training_loss(batch, logits.float())["loss"]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = strategy.predict(emb, interm, prompts, tids)
+                loss = strategy.training_loss(batch, logits.float())["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -217,6 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         strategy, cfg = make_strategy(method, model, args.batch)
         variants = TRAIN_VARIANTS if method == "sequential" else (TRAIN_VARIANTS[0], TRAIN_VARIANTS[-1])
         fns = {k: train_step_fn(strategy, cfg, emb, interm, labels, off) for k, off in variants}
+        fns["fast+bf16"] = train_step_fn(strategy, cfg, emb, interm, labels, (), bf16=True)
         flops = {k: count_flops(fn) for k, fn in fns.items()}
         rows += ratio_rows(phase, alternate(fns, args.rounds), "reference", flops, peak,
                            note=f"{method}, batch {args.batch}, cached features")
@@ -242,6 +248,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         def ev_fast_cached() -> None:  # ... every later pass (9 per run) reuses it
             evaluate(strategy, [es], cfg, None)
 
+        def ev_bf16() -> None:  # opt-in train.precision=bf16 (CPU autocast), boundary cache warm
+            evaluate(strategy, [es], cfg, None, accel=Accel(torch.device("cpu"), "bf16"))
+
         def fwd(ref: bool) -> Callable[[], None]:
             def f() -> None:  # the evaluation's forward alone (for the FLOP count)
                 bs = cfg.eval.batch_size
@@ -259,7 +268,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             p.requires_grad_(True)
         flops["fast_cached_gt"] = flops["fast"]
         flops["+metrics"] = flops["reference"]
-        times = alternate({"reference": ev_ref, "+metrics": ev_metrics, "fast": ev_fast, "fast_cached_gt": ev_fast_cached},
+        flops["fast+bf16"] = flops["fast"]
+        times = alternate({"reference": ev_ref, "+metrics": ev_metrics, "fast": ev_fast, "fast_cached_gt": ev_fast_cached,
+                           "fast+bf16": ev_bf16},
                           max(3, args.rounds // 2))
         rows += ratio_rows("eval_pass", times, "reference", flops, peak,
                            note=f"sequential, {args.eval_images} images, scoring included (FLOPs: forward only)")
