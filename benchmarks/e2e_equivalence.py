@@ -53,6 +53,7 @@ def compare(ref: Path, other: Path) -> Dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", required=True)
+    ap.add_argument("--cache", default=None, help="feature cache folder (default <results>/cache)")
     ap.add_argument("--method", default="sequential")
     ap.add_argument("--train-cap", type=int, default=4)
     ap.add_argument("--test-cap", type=int, default=4)
@@ -64,7 +65,7 @@ def main() -> int:
             ("fast_bf16", False, "bf16", 1))
     for name, ref, precision, threads in runs:
         cfg = make_config("cpu", {"method": args.method, "results_dir": str(root / name), "progress": False,
-                                  "cache_dir": str(root / "cache"), "threads": threads,
+                                  "cache_dir": args.cache or str(root / "cache"), "threads": threads,
                                   "data": {"train_cap": args.train_cap, "test_cap": args.test_cap,
                                            "probe_cap": args.test_cap},
                                   "train": {"epochs": args.epochs, "precision": precision}})

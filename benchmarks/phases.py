@@ -22,7 +22,8 @@ only the LayerNorm lever applies), ``eval_pass`` (``cosam.engine.evaluate`` with
 ``--eval-images`` box prompts at varied original sizes, ground truths 300-1100 px a side;
 variants ``reference``, ``+metrics`` (reference model, fast Boundary IoU), ``fast`` (everything,
 the ground-truth boundary bands computed afresh: a run's first evaluation) and
-``fast_cached_gt`` (the bands cached: the run's later evaluations)), and two phases timed without a lever: ``moda_capture`` (an
+``fast_cached_gt`` (the bands cached: the run's later evaluations)), and two phases timed
+without a lever: ``moda_capture`` (an
 encoder pass that also captures MoDA's block inputs, against a plain one) and
 ``sam_adapter_step`` (a SAM-Adapter training step, live encoder with adapters). The train
 steps and the evaluation forward are also counted in
@@ -258,7 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     for s in range(0, len(es.samples), bs):
                         pr = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None)
                               for b in es.boxes[s:s + bs]]
-                        strategy.predict(es.emb[s:s + bs], es.interm[s:s + bs], pr, torch.zeros(len(pr), dtype=torch.long))
+                        tids = torch.zeros(len(pr), dtype=torch.long)
+                        strategy.predict(es.emb[s:s + bs], es.interm[s:s + bs], pr, tids)
             return f
         # FlopCounterMode's module hooks trip over views of trainable leaves under no_grad
         params = strategy.trainable_parameters()
@@ -269,8 +271,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         flops["fast_cached_gt"] = flops["fast"]
         flops["+metrics"] = flops["reference"]
         flops["fast+bf16"] = flops["fast"]
-        times = alternate({"reference": ev_ref, "+metrics": ev_metrics, "fast": ev_fast, "fast_cached_gt": ev_fast_cached,
-                           "fast+bf16": ev_bf16},
+        times = alternate({"reference": ev_ref, "+metrics": ev_metrics, "fast": ev_fast,
+                           "fast_cached_gt": ev_fast_cached, "fast+bf16": ev_bf16},
                           max(3, args.rounds // 2))
         rows += ratio_rows("eval_pass", times, "reference", flops, peak,
                            note=f"sequential, {args.eval_images} images, scoring included (FLOPs: forward only)")

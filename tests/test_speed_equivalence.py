@@ -28,7 +28,6 @@ from cosam import metrics
 from cosam.config import make_config
 from cosam.engine import Context, EvalSet, run
 from cosam.losses import mask_loss
-from cosam.methods import METHODS
 from cosam.models import HQBranch, SamModel, build_sam, decode
 from cosam.models import fastpath
 from cosam.models.fastpath import LEVERS, reference_path
@@ -89,7 +88,8 @@ def hq_step(model: SamModel, hq: HQBranch, inputs: Tuple[Tensor, ...], one_way: 
     emb, interm, sparse, dense, target = inputs
     hq.zero_grad(set_to_none=True)
     with reference_path(*off, enabled=bool(off)):
-        out = decode(model.mask_decoder, emb, model.image_pe(), sparse, dense, extra_tokens=hq.tokens(), one_way=one_way)
+        out = decode(model.mask_decoder, emb, model.image_pe(), sparse, dense, extra_tokens=hq.tokens(),
+                     one_way=one_way)
         logits = hq(out.extra[:, 0], out.upscaled, emb, interm)
         loss = mask_loss(logits, target, num_points=512, generator=torch.Generator().manual_seed(0))["loss"]
         loss.backward()
@@ -152,7 +152,8 @@ def test_prompt_tokens_gradients_unchanged(model: SamModel, inputs: Tuple[Tensor
         with reference_path(enabled=ref):
             masks = decode(model.mask_decoder, emb, model.image_pe(), sparse, dense, extra_tokens=tokens,
                            one_way=False).masks
-            mask_loss(masks, target[:, :, ::4, ::4], num_points=256, generator=torch.Generator().manual_seed(0))["loss"].backward()
+            loss = mask_loss(masks, target[:, :, ::4, ::4], num_points=256, generator=torch.Generator().manual_seed(0))
+            loss["loss"].backward()
         res[ref] = (masks.detach(), {"tokens": tokens.grad.clone()})
     assert_out_close(res[False][0], res[True][0])
     assert_grads_close(res[False][1], res[True][1])
