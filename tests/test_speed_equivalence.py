@@ -262,3 +262,51 @@ def test_fast_scores_equal_reference_scores() -> None:
         assert es.boundary_indices(slice(0, 4)) is None
     with pytest.raises(ValueError, match="boundaries"):
         metrics.score_logits(logits, gts, gt_boundaries=bounds[:2])
+
+
+# ---------------------------------------------------------------------------------------------
+# SAM-Adapter's stem memo
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sam_adapter_stem_memo_keeps_features_and_gradients(model: SamModel) -> None:
+    """Memoised stem: the adapted encoder's outputs and the adapters' gradients equal the
+    reference (recomputed stem); the memo hits on a repeated image, misses on a new one, keeps
+    evaluation entries apart from training ones and drops the latter at the next task."""
+    from cosam.methods.base import Experience
+    from cosam.methods.sam_adapter import SamAdapter
+
+    s = SamAdapter(model, make_config("smoke", {"method": "sam_adapter"}))
+    assert s._stem_frozen
+    with torch.no_grad():
+        for p in s.adapter_parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # adapters that act (their last layer starts at zero)
+    x = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(2)) * 255
+    memo = s.stem_memo
+
+    def run(ref: bool, images: Tensor) -> Tuple[Tuple[Tensor, Tensor], Dict[str, Tensor]]:
+        s.zero_grad(set_to_none=True)
+        with reference_path("stem", enabled=ref):
+            emb, interm = s.encode(images)
+            (emb.square().mean() + interm.abs().mean()).backward()
+        return (emb.detach(), interm.detach()), {n: p.grad.clone() for n, p in s.named_parameters() if p.grad is not None}
+
+    ref_out, ref_grads = run(True, x)
+    assert memo.hits == memo.misses == 0  # the reference path does not touch the memo
+    for expect_hits in (0, 3):  # a miss, then a hit
+        out, grads = run(False, x)
+        assert memo.hits == expect_hits and memo.misses == 3
+        for a, b in zip(out, ref_out):
+            assert_out_close(a, b)
+        assert len(grads) == len(s.adapter_parameters()) and grads.keys() == ref_grads.keys()
+        assert_grads_close(grads, ref_grads)
+    run(False, x.flip(-1))  # another image (a jittered one): new keys
+    assert memo.misses == 6 and len(memo.pools["train"]) == 6
+    with torch.no_grad():
+        s.encode(x)  # evaluation has its own pool
+    assert len(memo.pools["eval"]) == 3 and memo.misses == 9
+    s.before_task(Experience(1, ()))
+    assert not memo.pools["train"] and len(memo.pools["eval"]) == 3
+    small = type(memo)(capacity=memo.pools["eval"][next(iter(memo.pools["eval"]))].nbytes)
+    out = small(x, s.encoder.stem)  # over capacity: the values are still returned, one is kept
+    assert out.shape[0] == 3 and len(small.pools["train"]) == 1

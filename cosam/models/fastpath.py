@@ -14,7 +14,8 @@ does (``benchmarks/README.md``, "Speed levers"). Its levers (issue 16):
   channel dimension of a channels-last tensor (same formula: biased variance, eps inside sqrt);
 * channels-last convolutions in the HQ branch;
 * the HQ branch's last (linear) layer of each fusion path folded into the HQ token: the mask is
-  ``h · Σ (W x + b)``, computed as ``Σ (hᵀW) x + h·b``, one output channel instead of 32.
+  ``h · Σ (W x + b)``, computed as ``Σ (hᵀW) x + h·b``, one output channel instead of 32;
+* SAM-Adapter's frozen TinyViT stem (before the first adapter) memoised per image.
 
 :func:`reference_path` switches the reference implementation back on (tests compare the two in
 one process; the benchmark ``benchmarks/phases.py`` times both).
@@ -31,8 +32,9 @@ from torch import Tensor, nn
 
 #: The levers, each switchable back to the reference for tests and benchmarks:
 #: ``readers`` (one-way readers computed apart from SAM's tokens), ``layernorm`` (fused
-#: LayerNorm2d, channels-last convolutions), ``fold`` (HQ fusion heads folded into the token).
-LEVERS = ("readers", "layernorm", "fold")
+#: LayerNorm2d, channels-last convolutions), ``fold`` (HQ fusion heads folded into the token),
+#: ``stem`` (SAM-Adapter's frozen encoder stem memoised per image, ``methods.sam_adapter``).
+LEVERS = ("readers", "layernorm", "fold", "stem")
 _disabled: frozenset = frozenset()
 
 
