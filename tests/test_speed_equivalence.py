@@ -10,8 +10,8 @@ Tolerances (fp32; the fast path reorders sums, so bit equality is not expected):
   (``GRAD_RTOL``; ||g_ref|| floored at 1e-3 of the largest parameter gradient);
 * a whole smoke run (one epoch per task): every matrix entry and every epoch loss within 1e-5,
   the trained weights within 1e-3 relative (``RUN_WEIGHT_RTOL``: over a run, Adam and the loss's
-  uncertain-point choice, a top-k of |logit|, amplify rounding; the reference path on another
-  thread count moves as far, see benchmarks/README.md);
+  uncertain-point choice, a top-k of |logit|, amplify rounding, see benchmarks/README.md,
+  "Whole runs");
 * metrics: exactly equal (integer counts).
 """
 from __future__ import annotations

@@ -4,8 +4,8 @@ The fast path (the default) computes the same functions as the reference (slow) 
 another order; results agree within float rounding (fp32: outputs to ~1e-6 relative, gradients
 of the trainable parameters to ~1e-5 relative; ``tests/test_speed_equivalence.py`` holds the
 tolerances). Over a whole run, Adam and the loss's uncertain-point choice amplify any rounding
-difference to about 1e-3 in the matrix, as running the reference path on another thread count
-does (``benchmarks/README.md``, "Speed levers"). Its levers (issue 16):
+difference to about 1e-3 in a trained run's matrix, as a same-math memory-layout change of
+the reference path does (``benchmarks/README.md``, "Speed levers"). Its levers (issue 16):
 
 * the one-way reader tokens (HQ-SAM's token, ``one_way=True``) are computed apart from SAM's own
   tokens: SAM's tokens and image keys never read the readers, so when SAM is frozen autograd
