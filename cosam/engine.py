@@ -44,6 +44,7 @@ from .features import FeatureCache, SampleStore
 from .io import REPO_ROOT, provenance, read_json, torch_save, write_csv, write_json
 from .methods import get_method
 from .methods.base import Batch, Experience, Strategy
+from . import metrics
 from .metrics import TaskMatrix, score_logits
 from .models.registry import build_sam, find_checkpoint
 from .models.sam import SamModel
@@ -294,6 +295,21 @@ class EvalSet:
     gts: List[Tensor]
     emb: Optional[Tensor] = None
     interm: Optional[Tensor] = None
+    gt_boundaries: Optional[List[Optional[Tensor]]] = None
+
+    def boundary_indices(self, sl: slice) -> Optional[List[Tensor]]:
+        """:func:`cosam.metrics.boundary_index` of the ground truths in ``sl``, each computed once
+        per set and reused by the run's later evaluations (None under ``reference_metrics``)."""
+        if metrics.reference_metrics_active():
+            return None
+        if self.gt_boundaries is None:
+            self.gt_boundaries = [None] * len(self.gts)
+        out = []
+        for i in range(len(self.gts))[sl]:
+            if self.gt_boundaries[i] is None:
+                self.gt_boundaries[i] = metrics.boundary_index(self.gts[i])
+            out.append(self.gt_boundaries[i])
+        return out
 
 
 def make_eval_sets(bench: Benchmark, cache: FeatureCache, store: SampleStore, encode_now: bool) -> List[EvalSet]:
@@ -347,7 +363,7 @@ def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: Sa
                 else:
                     images = accel.move(torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]]))
                     logits = strategy.predict_images(images, prompts, tids, samples=es.samples[sl])
-            batch_scores = score_logits(logits.float(), es.gts[sl])
+            batch_scores = score_logits(logits.float(), es.gts[sl], gt_boundaries=es.boundary_indices(sl))
             scores.extend(batch_scores)
             mine[(si, start)] = batch_scores
         if me.enabled:

@@ -8,7 +8,8 @@ and the standard continual-learning summaries over it (reference §6.2, DESIGN.m
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -119,6 +120,56 @@ def _erode_square(mask: Tensor, d: int) -> Tensor:
     return count == 0
 
 
+def _erode_square_separable(mask: Tensor, d: int) -> Tensor:
+    """
+    :func:`_erode_square` (same result, exactly) as two 1-D window counts with slices.
+
+    The clipped (2d+1)² window holds a zero iff some row of its vertical span holds a zero in
+    its horizontal span, so a horizontal then a vertical running count (int32 prefix sums read
+    through slices of a zero-padded table, instead of four gathers of a 2-D int64 table) decide
+    it. About 3x faster than :func:`_erode_square` on a 1000² mask.
+
+    Arguments:
+      mask (torch.Tensor): bool, shape (H, W).
+      d (int): erosion radius, d ≥ 1.
+
+    Returns:
+      (torch.Tensor): the eroded mask, bool, shape (H, W).
+    """
+    w = 2 * d + 1
+
+    def any_zero(z: Tensor, dim: int) -> Tensor:
+        # pad d+1 before (one for the prefix-sum difference) and d after: outside is neutral
+        pad = (d + 1, d) if dim == 1 else (0, 0, d + 1, d)
+        c = F.pad(z, pad).cumsum(dim, dtype=torch.int32)
+        n = c.shape[dim]
+        return c.narrow(dim, w, n - w) != c.narrow(dim, 0, n - w)
+
+    rows = any_zero((~mask).to(torch.int32), 1)
+    return ~any_zero(rows.to(torch.int32), 0)
+
+
+_REFERENCE_METRICS = False
+
+
+@contextmanager
+def reference_metrics(enabled: bool = True) -> Iterator[None]:
+    """Score with the reference (summed-area-table) erosion and no ground-truth boundary cache:
+    for tests and ``benchmarks/phases.py``. Process-wide, not thread-local."""
+    global _REFERENCE_METRICS
+    old = _REFERENCE_METRICS
+    _REFERENCE_METRICS = bool(enabled)
+    try:
+        yield
+    finally:
+        _REFERENCE_METRICS = old
+
+
+def reference_metrics_active() -> bool:
+    """True inside :func:`reference_metrics`."""
+    return _REFERENCE_METRICS
+
+
 def mask_boundary(mask: Tensor, dilation_ratio: float = 0.02) -> Tensor:
     """
     The inner boundary band of a mask used by Boundary IoU (Cheng et al. 2021, HQ-SAM misc.py).
@@ -138,11 +189,29 @@ def mask_boundary(mask: Tensor, dilation_ratio: float = 0.02) -> Tensor:
     d = boundary_dilation(h, w, dilation_ratio)
     padded = torch.zeros((h + 2, w + 2), dtype=torch.bool, device=mask.device)
     padded[1 : h + 1, 1 : w + 1] = mask
-    eroded = _erode_square(padded, d)[1 : h + 1, 1 : w + 1]
+    erode = _erode_square if _REFERENCE_METRICS else _erode_square_separable
+    eroded = erode(padded, d)[1 : h + 1, 1 : w + 1]
     return torch.logical_and(mask, ~eroded)
 
 
-def boundary_iou(pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02) -> float:
+def boundary_index(gt: Tensor, dilation_ratio: float = 0.02) -> Tensor:
+    """
+    The flat indices (int32) of a ground truth's boundary band: what :func:`boundary_iou` needs
+    of the ground truth, computed once per image and reused by every evaluation of a run (a
+    band is a few % of the image: a few hundred kB per 1000² ground truth).
+
+    Arguments:
+      gt (torch.Tensor): the ground-truth mask, bool, shape (H, W).
+      dilation_ratio (float): band width as a fraction of the image diagonal.
+
+    Returns:
+      (torch.Tensor): 1-D int32 indices into ``gt.flatten()`` of :func:`mask_boundary` (gt).
+    """
+    return torch.nonzero(mask_boundary(gt, dilation_ratio).flatten(), as_tuple=True)[0].to(torch.int32)
+
+
+def boundary_iou(pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02,
+                 gt_boundary: Optional[Tensor] = None) -> float:
     """
     Boundary IoU (Cheng et al. 2021) as the CoSAM / HQ-SAM evaluation computes it.
 
@@ -153,6 +222,8 @@ def boundary_iou(pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02) -> floa
       pred (torch.Tensor): the predicted mask, bool, shape (H, W), at the original image size.
       gt (torch.Tensor): the ground-truth mask, bool, shape (H, W). Must be non-empty.
       dilation_ratio (float): band width as a fraction of the image diagonal.
+      gt_boundary (torch.Tensor): optional :func:`boundary_index` (gt), cached by the caller
+        (the same counts, hence exactly the same score, without recomputing the gt's band).
 
     Returns:
       (float): the Boundary IoU in [0, 1].
@@ -162,15 +233,20 @@ def boundary_iou(pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02) -> floa
     """
     _check_pair(pred, gt)
     # A non-empty gt always has a non-empty boundary (the zero padding touches it), so union > 0.
-    bg = mask_boundary(gt, dilation_ratio)
     bp = mask_boundary(pred, dilation_ratio)
+    if gt_boundary is not None and not _REFERENCE_METRICS:
+        inter = int(bp.flatten()[gt_boundary].sum().item())
+        union = int(gt_boundary.numel()) + int(bp.sum().item()) - inter
+        return float(inter) / float(union)
+    bg = mask_boundary(gt, dilation_ratio)
     inter = torch.logical_and(bg, bp).sum().item()
     union = torch.logical_or(bg, bp).sum().item()
     return float(inter) / float(union)
 
 
 def score_logits(
-    logits: Tensor, gts: Sequence[Tensor], dilation_ratio: float = 0.02
+    logits: Tensor, gts: Sequence[Tensor], dilation_ratio: float = 0.02,
+    gt_boundaries: Optional[Sequence[Tensor]] = None,
 ) -> List[Tuple[float, float]]:
     """
     Score a batch of low-resolution mask logits against ground truths of their original sizes.
@@ -182,16 +258,20 @@ def score_logits(
       logits (torch.Tensor): mask logits, float, shape (B, 1, h, w), e.g. the 256² decoder output.
       gts (list(torch.Tensor)): B ground-truth masks, bool, shapes (H_i, W_i).
       dilation_ratio (float): Boundary IoU band width as a fraction of the image diagonal.
+      gt_boundaries (list(torch.Tensor)): optional B :func:`boundary_index` of the ground truths
+        (cached across evaluations; same scores).
 
     Returns:
       (list(tuple(float, float))): B pairs (IoU, BIoU).
     """
+    if gt_boundaries is not None and len(gt_boundaries) != len(gts):
+        raise ValueError(f"got {len(gt_boundaries)} ground-truth boundaries for {len(gts)} ground truths")
     if logits.dim() != 4 or logits.shape[1] != 1:
         raise ValueError(f"logits must have shape (B, 1, h, w), got {tuple(logits.shape)}")
     if logits.shape[0] != len(gts):
         raise ValueError(f"got {logits.shape[0]} logit maps but {len(gts)} ground truths")
     scores: List[Tuple[float, float]] = []
-    for logit, gt in zip(logits, gts):
+    for i, (logit, gt) in enumerate(zip(logits, gts)):
         if gt.dim() != 2:
             raise ValueError(f"each gt must have shape (H, W), got {tuple(gt.shape)}")
         up = F.interpolate(
@@ -199,7 +279,8 @@ def score_logits(
         )
         pred = up[0, 0] > 0
         gt = gt.to(pred.device)
-        scores.append((iou(pred, gt), boundary_iou(pred, gt, dilation_ratio)))
+        gb = None if gt_boundaries is None else gt_boundaries[i].to(pred.device)
+        scores.append((iou(pred, gt), boundary_iou(pred, gt, dilation_ratio, gt_boundary=gb)))
     return scores
 
 

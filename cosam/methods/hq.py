@@ -69,7 +69,13 @@ class HQSequential(Strategy):
         one_way = self.opts.hq_attention == "one_way"
         hf: Optional[Tensor] = None
         up: Optional[Tensor] = None
-        for idx in group_by_kind(prompts):
+        groups = group_by_kind(prompts)
+        if len(groups) == 1:  # one prompt kind (every evaluation batch): no gather / scatter
+            sparse, dense = embed_prompts(self.model.prompt_encoder, list(prompts), emb.device)
+            out = decode(self.model.mask_decoder, emb, self.model.image_pe(), sparse, dense,
+                         extra_tokens=hq.tokens(), one_way=one_way)
+            return hq(out.extra[:, 0], out.upscaled, emb, interm)
+        for idx in groups:
             sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
             ix = torch.tensor(idx, device=emb.device)
             out = decode(self.model.mask_decoder, emb[ix], self.model.image_pe(), sparse, dense,

@@ -36,16 +36,20 @@ rebuilt from the model). Cost: trainable = stored = adapters + decoder.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
+
+import torch
 
 from segment_anything.modeling.image_encoder import Block as ViTBlock
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..models.decoder import decode
-from ..models.tiny_vit import TinyViTBlock
-from .base import Strategy
+from ..models import fastpath
+from ..models.tiny_vit import TinyViT, TinyViTBlock
+from .base import Experience, Strategy
 
 
 @dataclass
@@ -92,6 +96,62 @@ def add_adapters(encoder: nn.Module, ratio: float) -> int:
     return n
 
 
+#: Bytes of stem outputs one SAM-Adapter strategy may keep (host or device memory): 1 GiB, 256
+#: images at 512 px (4 MiB each, TinyViT's 64x128x128 stage-0 output in fp32), 64 at 1024.
+STEM_MEMO_BYTES = 1 << 30
+
+
+class StemMemo:
+    """The frozen encoder stem's output per image, reused while the adapters train.
+
+    TinyViT's patch embedding and stage 0 (convolutions) come before the first adapter, so their
+    output depends on the image alone (issue 16: 42 % of a SAM-Adapter encoder pass). Entries are
+    keyed by the sha1 of the image's bytes, its shape, and the autocast state, so a jittered
+    (LSJ) image is simply a new key. Two pools: ``eval`` entries (filled under ``no_grad``; the
+    test images come back at every evaluation) are kept until the strategy is gone; ``train``
+    entries are cleared at every task (a task's images repeat only across its epochs). Entries
+    are stored only while the total stays under ``capacity`` bytes (no eviction: evaluation
+    visits the images cyclically, which a least-recently-used policy would never hit).
+    """
+
+    def __init__(self, capacity: int = STEM_MEMO_BYTES) -> None:
+        self.capacity = capacity
+        self.pools: Dict[str, Dict[str, Tensor]] = {"train": {}, "eval": {}}
+        self.used = {"train": 0, "eval": 0}
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self, pool: str) -> None:
+        self.pools[pool].clear()
+        self.used[pool] = 0
+
+    @staticmethod
+    def key(image: Tensor) -> str:
+        amp = torch.get_autocast_dtype(image.device.type) if torch.is_autocast_enabled(image.device.type) else None
+        data = image.detach().contiguous().cpu().numpy().tobytes()
+        return f"{hashlib.sha1(data).hexdigest()}-{tuple(image.shape)}-{image.dtype}-{amp}"
+
+    def __call__(self, x: Tensor, stem: Callable[[Tensor], Tensor]) -> Tensor:
+        """``stem(x)`` for a batch (B,3,S,S), computed only for the images not memoised."""
+        pool = "train" if torch.is_grad_enabled() else "eval"
+        memo = self.pools[pool]
+        keys = [self.key(im) for im in x]
+        missing = [i for i, k in enumerate(keys) if k not in memo]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        new: Dict[str, Tensor] = {}
+        if missing:
+            with torch.no_grad():
+                out = stem(x[missing] if len(missing) < len(keys) else x)
+            for j, i in enumerate(missing):
+                v = out[j]
+                if self.used[pool] + v.nelement() * v.element_size() <= self.capacity:
+                    memo[keys[i]] = v
+                    self.used[pool] += v.nelement() * v.element_size()
+                new[keys[i]] = v
+        return torch.stack([memo[k] if k in memo else new[k] for k in keys])
+
+
 class SamAdapter(Strategy):
     """Adapters in a copy of the image encoder + a trainable copy of the mask decoder."""
 
@@ -109,6 +169,15 @@ class SamAdapter(Strategy):
         self.encoder.eval()
         self.decoder = copy.deepcopy(model.mask_decoder)
         self.decoder.requires_grad_(True)
+        self.stem_memo = StemMemo()
+        # the stem can be memoised when it holds no adapter and nothing trainable (TinyViT only)
+        stem = [self.encoder.patch_embed, self.encoder.layers[0]] if isinstance(self.encoder, TinyViT) else []
+        self._stem_frozen = bool(stem) and not any(
+            isinstance(sub, AdaptedBlock) or any(p.requires_grad for p in sub.parameters(recurse=False))
+            for m in stem for sub in m.modules())
+
+    def before_task(self, exp: Experience) -> None:
+        self.stem_memo.clear("train")
 
     def train(self, mode: bool = True) -> "SamAdapter":
         super().train(mode)
@@ -119,8 +188,16 @@ class SamAdapter(Strategy):
         return [p for m in self.encoder.modules() if isinstance(m, AdaptedBlock) for p in m.adapter.parameters()]
 
     def encode(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """(B,3,S,S) 0..255 -> (embedding, interm) through the adapted encoder, gradient on."""
-        return self.encoder(self.model.preprocess(images))
+        """(B,3,S,S) 0..255 -> (embedding, interm) through the adapted encoder, gradient on.
+
+        TinyViT: the frozen stem (patch embedding and stage 0, before the first adapter) is
+        memoised per image (:class:`StemMemo`) unless the ``stem`` lever is switched back
+        (:func:`cosam.models.fastpath.reference_path`)."""
+        x = self.model.preprocess(images)
+        enc = self.encoder
+        if not self._stem_frozen or not fastpath.enabled("stem"):
+            return enc(x)
+        return enc.forward_from_stem(self.stem_memo(x, enc.stem))
 
     def forward_masks(self, emb, interm, sparse, dense, task_ids) -> Tensor:
         return decode(self.decoder, emb, self.model.image_pe(), sparse, dense).masks

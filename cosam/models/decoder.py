@@ -19,6 +19,8 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import Tensor
 
+from . import fastpath
+
 if TYPE_CHECKING:  # the data package imports nothing from models; keep it that way
     from ..data.prompts import Prompt
 
@@ -30,7 +32,8 @@ class DecoderOutput:
     Attributes:
       masks: (B,1,4e,4e) SAM single-mask logits (mask token 0).
       iou: (B,1) SAM's IoU prediction for that mask.
-      upscaled: (B,32,4e,4e) upscaled image features SAM's hypernetworks read.
+      upscaled: (B,32,4e,4e) upscaled image features SAM's hypernetworks read (channels-last
+        memory format on the fast path: use ``reshape``, not ``view``).
       extra: (B,k,256) output of the extra tokens (k may be 0).
     """
 
@@ -68,6 +71,43 @@ def _two_way(t: TwoWayTransformer, src: Tensor, pos: Tensor, tokens: Tensor, n_r
     return queries, keys
 
 
+def _two_way_split(t: TwoWayTransformer, src: Tensor, pos: Tensor, main: Tensor,
+                   readers: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`_two_way` with read-only tokens, computing SAM's tokens and the readers apart.
+
+    SAM's tokens ``main`` (B,n,C) and the image keys never read the ``readers`` (B,k,C), so they
+    are exactly SAM's pass without readers; the readers then attend to the projected keys and
+    values of that pass. With SAM frozen, autograd records only the readers' path (issue 16).
+    Returns main queries (B,n,C), reader queries (B,k,C) and keys (B,hw,C).
+    """
+    keys = src.flatten(2).permute(0, 2, 1)
+    key_pe = pos.flatten(2).permute(0, 2, 1)
+    m, m_pe = main, main
+    r, r_pe = readers, readers
+    for layer in t.layers:
+        sa = layer.self_attn
+        if layer.skip_first_layer_pe:
+            kv = fastpath.project_kv(sa, m, m)
+            m, r = fastpath.attend(sa, m, *kv), fastpath.attend(sa, r, *kv)
+        else:
+            q = m + m_pe
+            kv = fastpath.project_kv(sa, q, m)
+            m, r = m + fastpath.attend(sa, q, *kv), r + fastpath.attend(sa, r + r_pe, *kv)
+        m, r = layer.norm1(m), layer.norm1(r)
+        ca = layer.cross_attn_token_to_image
+        kv = fastpath.project_kv(ca, keys + key_pe, keys)
+        m = layer.norm2(m + fastpath.attend(ca, m + m_pe, *kv))
+        r = layer.norm2(r + fastpath.attend(ca, r + r_pe, *kv))
+        m, r = layer.norm3(m + layer.mlp(m)), layer.norm3(r + layer.mlp(r))
+        q = m + m_pe
+        keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=keys + key_pe, k=q, v=m))
+    fa = t.final_attn_token_to_image
+    kv = fastpath.project_kv(fa, keys + key_pe, keys)
+    m = t.norm_final_attn(m + fastpath.attend(fa, m + m_pe, *kv))
+    r = t.norm_final_attn(r + fastpath.attend(fa, r + r_pe, *kv))
+    return m, r, keys
+
+
 def decode(
     md: MaskDecoder,
     image_embeddings: Tensor,
@@ -95,17 +135,27 @@ def decode(
         extra = extra_tokens if extra_tokens.dim() == 3 else extra_tokens.unsqueeze(0).expand(b, -1, -1)
         k = extra.shape[1]
         parts.append(extra)
-    tokens = torch.cat(parts, dim=1)
     src = image_embeddings + dense
     pos = image_pe.expand(b, -1, -1, -1)
-    hs, keys = _two_way(md.transformer, src, pos, tokens, k if one_way else 0)
+    if not fastpath.enabled("readers"):
+        hs, keys = _two_way(md.transformer, src, pos, torch.cat(parts, dim=1), k if one_way else 0)
+        extra_out = hs[:, hs.shape[1] - k:]
+    elif one_way and k > 0:
+        hs, extra_out, keys = _two_way_split(md.transformer, src, pos, torch.cat(parts[:2], dim=1), parts[2])
+    else:
+        hs, keys = _two_way(md.transformer, src, pos, torch.cat(parts, dim=1), 0)
+        extra_out = hs[:, hs.shape[1] - k:]
     src = keys.transpose(1, 2).reshape(src.shape)
-    upscaled = md.output_upscaling(src)
     hyper = md.output_hypernetworks_mlps[0](hs[:, 1])
-    bb, c, h, w = upscaled.shape
-    masks = (hyper.unsqueeze(1) @ upscaled.view(bb, c, h * w)).view(bb, 1, h, w)
+    if not fastpath.enabled("layernorm"):
+        upscaled = md.output_upscaling(src)
+        bb, c, h, w = upscaled.shape
+        masks = (hyper.unsqueeze(1) @ upscaled.view(bb, c, h * w)).view(bb, 1, h, w)
+    else:  # channels-last upscaled features (fused LayerNorm)
+        upscaled = fastpath.upscale(md.output_upscaling, src)
+        masks = fastpath.project(upscaled, hyper)
     iou = md.iou_prediction_head(hs[:, 0])[:, :1]
-    return DecoderOutput(masks=masks, iou=iou, upscaled=upscaled, extra=hs[:, hs.shape[1] - k:])
+    return DecoderOutput(masks=masks, iou=iou, upscaled=upscaled, extra=extra_out)
 
 
 def embed_prompts(pe: PromptEncoder, prompts: Sequence["Prompt"], device: torch.device) -> Tuple[Tensor, Tensor]:

@@ -24,6 +24,8 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from torch import Tensor, nn
 
+from . import fastpath
+
 
 class HQBranch(nn.Module):
     """Trainable HQ parts; ``forward`` returns HQ mask logits (B,1,4e,4e)."""
@@ -66,7 +68,28 @@ class HQBranch(nn.Module):
         Returns:
           (B,1,4e,4e) HQ mask logits.
         """
+        enc, vit, mf = self.embedding_encoder, self.compress_vit_feat, self.embedding_maskfeature
+        if not fastpath.enabled("fold"):
+            if not fastpath.enabled("layernorm"):
+                return self.reference_forward(hf_out, upscaled_sam, image_embeddings, interm)
+            hq = enc[3](fastpath.conv_ln_gelu(enc, image_embeddings)) + vit[3](fastpath.conv_ln_gelu(vit, interm))
+            feat = upscaled_sam + mf[3](fastpath.conv_ln_gelu(mf, upscaled_sam)) + hq
+            return fastpath.project(feat, self.hf_mlp(hf_out))
+        # The last layer of each fusion path is linear and the mask is h · (sum of the paths):
+        # fold h into those layers (one output channel instead of 32); see cosam.models.fastpath.
+        h = self.hf_mlp(hf_out)
+        up = upscaled_sam
+        if fastpath.enabled("layernorm"):
+            up = up.contiguous(memory_format=torch.channels_last)
+        out = fastpath.project(up, h)
+        out = out + fastpath.folded_convt2(h, enc[3], fastpath.conv_ln_gelu(enc, image_embeddings))
+        out = out + fastpath.folded_convt2(h, vit[3], fastpath.conv_ln_gelu(vit, interm))
+        return out + fastpath.folded_conv3(h, mf[3], fastpath.conv_ln_gelu(mf, up))
+
+    def reference_forward(self, hf_out: Tensor, upscaled_sam: Tensor, image_embeddings: Tensor,
+                          interm: Tensor) -> Tensor:
+        """:meth:`forward` computed literally (32-channel fusion, element-wise LayerNorm2d)."""
         hq = self.embedding_encoder(image_embeddings) + self.compress_vit_feat(interm)
         feat = upscaled_sam + self.embedding_maskfeature(upscaled_sam) + hq
         b, c, h, w = feat.shape
-        return (self.hf_mlp(hf_out).unsqueeze(1) @ feat.view(b, c, h * w)).view(b, 1, h, w)
+        return (self.hf_mlp(hf_out).unsqueeze(1) @ feat.reshape(b, c, h * w)).view(b, 1, h, w)

@@ -278,7 +278,14 @@ class TinyViT(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        x = self.layers[0](self.patch_embed(x))
+        return self.forward_from_stem(self.stem(x))
+
+    def stem(self, x: Tensor) -> Tensor:
+        """Patch embedding and stage 0 (convolutions, no attention): (B,3,S,S) -> (B,C0,S/4,S/4)."""
+        return self.layers[0](self.patch_embed(x))
+
+    def forward_from_stem(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """The rest of :meth:`forward` from the :meth:`stem` output."""
         interm = x
         for i in range(1, len(self.layers)):
             x = self.layers[i](x)
