@@ -190,10 +190,10 @@ PROFILES: Dict[str, Dict[str, Any]] = {
     # For a class: real pretrained vit_t at 256 px on four visually distinct domains (steel strip,
     # juice bottle, salient objects, endoscopy) and the COCO probe, 8 training images per domain.
     "demo": {
-        "data": {"tasks": ["RSDD_II", "MVTec_II", "CAMO", "Polyp"], "train_cap": 8, "val_cap": 4, "test_cap": 8,
+        "data": {"tasks": ["RSDD_II", "MVTec_II", "CAMO", "Polyp"], "train_cap": 16, "val_cap": 8, "test_cap": 8,
                  "probe_cap": 16},
         "model": {"backbone": "vit_t", "image_size": 256, "fallback_image_size": 128},
-        "train": {"epochs": 8, "batch_size": 4, "lr": 1e-3, "lr_step": 6, "augment": "none", "loss_points": 2048},
+        "train": {"epochs": 32, "batch_size": 4, "lr": 1e-4, "lr_step": 24, "augment": "none", "loss_points": 2048},
     },
 }
 
