@@ -1,7 +1,7 @@
 """Continual baselines (LwF, EWC, ER, L2P, DualPrompt, CODA-Prompt, Decoder-Tuning, SAM-Adapter).
 
-Smoke runs of every method through ``cosam.engine.run`` (8 tasks + probe, one batch per task),
-unit tests of each method's invariants on small generated batches, and exact resume.
+Smoke runs of every method through ``cosam.engine.run`` (8 tasks + probe, the smoke profile's
+2 batches x 4 epochs per task; their trained rows must move from row 0), unit tests of each method's invariants on small generated batches, and exact resume.
 Runs use one thread: on a shared 2-core machine torch's second thread makes these tiny
 ops 30x slower, not faster.
 """
