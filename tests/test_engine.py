@@ -54,9 +54,33 @@ def final_state(run_dir: Path) -> Dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["strategy"]["modules"]
 
 
+def own_task_gain(run_dir: Path) -> float:
+    """The largest rise, over the tasks, of a task's IoU from row 0 to the row after training on it
+    (sequential: the diagonal; joint: its one trained row)."""
+    iou = np.array(matrix(run_dir)["iou"], dtype=float)
+    n = iou.shape[1] - 1  # the last column is the probe
+    trained = np.array([iou[i + 1, i] for i in range(n)]) if iou.shape[0] == n + 1 else iou[-1, :n]
+    return float((trained - iou[0, :n]).max())
+
+
+# The smoke profile learns the generated CAMO blobs: sequential's own-task IoU rose by 13.6 to 40.6
+# points (seeds 0-1, paper and reverse orders); a run that did not train, or trained the wrong
+# weights, stays at row 0 or falls to empty masks (0.0).
+MIN_GAIN = 0.10
+JOINT_MIN_GAIN = 0.05
+
+
+def assert_learns(run_dir: Path, margin: float = MIN_GAIN) -> None:
+    """Training raised some task's own IoU above row 0 by ``margin`` (a comparison of trained rows
+    that differ from row 0, not of two all-zero matrices)."""
+    gain = own_task_gain(run_dir)
+    assert gain >= margin, f"{run_dir.name}: own-task IoU rose by at most {gain:.3f} over row 0 (want >= {margin})"
+
+
 def assert_same_run(a: Path, b: Path) -> None:
-    """Identical matrices, loss histories and trained weights. (With random smoke weights the
-    trained HQ branch soon predicts empty masks, so the IoU matrix alone would be a weak check.)"""
+    """Identical matrices, loss histories and trained weights. (The random smoke model learns
+    only some domains and predicts empty masks on the others, so the IoU matrix alone would be a
+    weak check.)"""
     assert matrix(a) == matrix(b)
     assert losses(a) == losses(b)
     sa, sb = final_state(a), final_state(b)
@@ -114,14 +138,22 @@ def test_untrained_hq_row_equals_zeroshot(runs: Dict[str, Any]) -> None:
             np.testing.assert_allclose(mat[metric][0], zs[metric][0], atol=1e-6, rtol=0)
     # and training did change something afterwards
     assert not np.allclose(matrix(runs["sequential"])["iou"][1], zs["iou"][0], atol=1e-6)
-    assert all(len(h) == 2 for h in losses(runs["sequential"])) and len(losses(runs["sequential"])) == 8
+    assert all(len(h) == 4 for h in losses(runs["sequential"])) and len(losses(runs["sequential"])) == 8
+
+
+def test_training_raises_own_task_iou(runs: Dict[str, Any]) -> None:
+    """The trained rows the other tests compare differ from row 0: training raises an own-task IoU."""
+    assert_learns(runs["sequential"])
+    assert_learns(runs["joint"], margin=JOINT_MIN_GAIN)
 
 
 def test_same_config_is_deterministic_and_seed_matters(runs: Dict[str, Any], cache: Path, tmp_path: Path) -> None:
     """The same config in another folder gives the identical matrix; another seed gives another one."""
     again = run(smoke("sequential", tmp_path / "again", cache), ctx=Context())
     assert_same_run(again, runs["sequential"])
+    assert_learns(again)
     other = run(smoke("sequential", tmp_path / "seed1", cache, seed=1), ctx=Context())
+    assert_learns(other)
     assert other.name == "sequential-paper-s1"
     a, b = np.array(matrix(runs["sequential"])["iou"]), np.array(matrix(other)["iou"])
     np.testing.assert_allclose(a[0], b[0], atol=1e-6)  # before training the seed plays no part
@@ -163,6 +195,7 @@ def test_resume_after_failure_equals_uninterrupted(runs: Dict[str, Any], cache: 
     second_s = time.perf_counter() - t0
     assert resumed_calls["n"] == 5  # tasks 4..8 only: tasks 1..3 were not retrained
     assert_same_run(run_dir, runs["sequential"])
+    assert_learns(run_dir)  # the identical matrices are trained ones, not row 0 or all-zero rows
     # total_s spans both invocations (the first up to its last checkpoint), not only the second
     timing = json.loads((run_dir / "timing.json").read_text())
     assert timing["resumed"] == 1 and before_s > 0.0

@@ -16,7 +16,19 @@ the reference L2P's placement (tokens in SAM's mask decoder):
 * initialisation: the whole pool orthogonal (``nn.init.orthogonal_`` per tensor, as CODA's
   ``tensor_prompt(..., ortho=True)``); before task t > 0 slice t is redrawn at random and
   Gram–Schmidt-orthonormalised (QR) against slices 0..t−1, separately for P (flattened), K and A,
-  as CODA's ``gram_schmidt``. The redraw uses a generator seeded by (seed, t), so resume is exact;
+  as CODA's ``gram_schmidt``. The redraw uses a generator seeded by (seed, t), so resume is exact.
+  Orthonormal rows of P (``length`` × 256 flattened) give tokens of norm √(1/5) ≈ 0.45, and the
+  weights α (cosines of 256-d vectors, about ±0.06 at init) shrink the prompt SAM reads to a
+  norm of about 0.08, against 11.8 for a box-corner token of the pretrained ``vit_t``: at lr 1e-4
+  the prompt then barely acts (its matrix stayed within about a point of row 0). With
+  ``init="sam"`` (the default) P is scaled by √length × :func:`cosam.methods.l2p.sam_prompt_token_norm`
+  after orthonormalisation, so each component's tokens have the norm of SAM's prompt tokens
+  (the rows stay mutually orthogonal; K and A enter only through cosines and keep unit rows).
+  The prompt SAM reads at init is then about 1.4 (pretrained ``vit_t``), not 11.8: α is a cosine,
+  and a component the query selects fully (α → 1) is read at SAM's scale. Scaling P instead so
+  that the initial mixture has SAM's norm (×9) lowered CAMO's row 0 from 90.0 to 83.0 IoU and
+  training (8 images, lr 1e-4) took it to 74.6 (measured on cosam-mini, RSDD_I then CAMO).
+  ``init="reference"`` keeps unit rows (the published notebooks' CODA rows were run with it);
 * the prompt tokens are appended to the decoder's sparse tokens (``one_way=False``); output =
   SAM's single mask; loss = seg loss only (CODA's orthogonality regulariser has weight 0 in its
   released configs and is not implemented).
@@ -37,19 +49,22 @@ from ..data.benchmark import Task
 from ..data.domains import PAPER_ORDER
 from ..errors import ConfigError
 from .base import Experience
-from .l2p import PromptStrategy
+from .l2p import PromptStrategy, check_init, sam_prompt_token_norm
 
 
 @dataclass
 class CodaOptions:
-    """pool_size: components M (40); length: tokens per prompt (5); n_tasks: slices (8)."""
+    """pool_size: components M (40); length: tokens per prompt (5); n_tasks: slices (8);
+    init: ``sam`` (component tokens at SAM's prompt-token norm) | ``reference`` (unit rows)."""
 
     pool_size: int = 40
     length: int = 5
     n_tasks: int = len(PAPER_ORDER)
     embed_dim: int = 256
+    init: str = "sam"
 
     def __post_init__(self) -> None:
+        check_init(self.init)
         for k in ("pool_size", "length", "n_tasks"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ConfigError(f"method_options.{k} must be a positive integer, got {getattr(self, k)!r}")
@@ -87,7 +102,10 @@ class CodaPrompt(PromptStrategy):
         o = self.opts
         m, per = o.pool_size, o.pool_size // o.n_tasks
         self.per_slice = per
+        # P's orthonormal rows (length x 256 flattened) times this: tokens at SAM's prompt-token norm
+        self.p_scale = sam_prompt_token_norm(model) * o.length ** 0.5 if o.init == "sam" else 1.0
         P, K, A = _ortho((m, o.length, o.embed_dim)), _ortho((m, o.embed_dim)), _ortho((m, o.embed_dim))
+        P.mul_(self.p_scale)
         self.p_slices = nn.ParameterList([nn.Parameter(P[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
         self.k_slices = nn.ParameterList([nn.Parameter(K[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
         self.a_slices = nn.ParameterList([nn.Parameter(A[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
@@ -114,9 +132,9 @@ class CodaPrompt(PromptStrategy):
     def init_slice(self, t: int) -> None:
         """Redraw slice t orthonormal to slices 0..t-1 (P flattened, K and A separately)."""
         gen = self.slice_generator(t)
-        for group in (self.p_slices, self.k_slices, self.a_slices):
+        for group, scale in ((self.p_slices, self.p_scale), (self.k_slices, 1.0), (self.a_slices, 1.0)):
             old = torch.cat([group[i].reshape(self.per_slice, -1) for i in range(t)], 0)
-            group[t].copy_(orthonormal_complement(old, self.per_slice, gen).view_as(group[t]))
+            group[t].copy_(orthonormal_complement(old, self.per_slice, gen).view_as(group[t]) * scale)
 
     def before_task(self, exp: Experience) -> None:
         t = exp.index

@@ -16,8 +16,11 @@ adaptation* of DualPrompt (Wang et al., ECCV 2022), built the same way as the re
   trained so far (unseen slots hold untrained random keys; before any training all slots
   compete);
 * the G and the chosen E tokens (10) are appended to the decoder's sparse prompt tokens
-  (``one_way=False``); the output is SAM's single mask. Prompts and keys start U(−1, 1), as the
-  reference's L2P pool and DualPrompt's code.
+  (``one_way=False``); the output is SAM's single mask. Keys start U(−1, 1), as the reference's
+  L2P pool and DualPrompt's code; prompts start U(−1, 1) scaled to the norm of SAM's own prompt
+  tokens (``init="sam"``, the default; :func:`cosam.methods.l2p.sam_prompt_token_norm`: 11.8 for
+  the pretrained ``vit_t``, against √(256/3) ≈ 9.2 unscaled). ``init="reference"`` keeps
+  U(−1, 1) (the published notebooks' DualPrompt rows were run with it).
 
 DualPrompt attaches G to shallow and E to deeper *encoder* layers by prefix tuning; SAM's
 encoder is frozen and cached here, so both act in the decoder, where the reference puts L2P's
@@ -37,22 +40,24 @@ from ..data.benchmark import Task
 from ..data.domains import PAPER_ORDER
 from ..errors import ConfigError
 from .base import Experience
-from .l2p import PromptStrategy
+from .l2p import PromptStrategy, check_init, uniform_prompts
 
 
 @dataclass
 class DualPromptOptions:
     """g_length / e_length: tokens of the shared and per-task prompts; key_match_weight: pull
     constraint weight; n_tasks: E-prompt slots (task ids 0..n_tasks-1); embed_dim: SAM's
-    decoder width."""
+    decoder width; init: ``sam`` (prompts at SAM's prompt-token norm) | ``reference`` (U(−1, 1))."""
 
     g_length: int = 5
     e_length: int = 5
     key_match_weight: float = 1.0
     n_tasks: int = len(PAPER_ORDER)
     embed_dim: int = 256
+    init: str = "sam"
 
     def __post_init__(self) -> None:
+        check_init(self.init)
         for k in ("g_length", "e_length"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 0:
                 raise ConfigError(f"method_options.{k} must be a non-negative integer, got {getattr(self, k)!r}")
@@ -74,8 +79,8 @@ class DualPrompt(PromptStrategy):
         super().__init__(model, cfg)
         o = self.opts
         n = o.n_tasks
-        self.g_prompt = nn.Parameter(torch.empty(o.g_length, o.embed_dim).uniform_(-1.0, 1.0))
-        self.e_prompts = nn.ParameterList([nn.Parameter(torch.empty(o.e_length, o.embed_dim).uniform_(-1.0, 1.0))
+        self.g_prompt = nn.Parameter(uniform_prompts((o.g_length, o.embed_dim), model, o.init))
+        self.e_prompts = nn.ParameterList([nn.Parameter(uniform_prompts((o.e_length, o.embed_dim), model, o.init))
                                            for _ in range(n)])
         self.e_keys = nn.ParameterList([nn.Parameter(torch.empty(o.embed_dim).uniform_(-1.0, 1.0)) for _ in range(n)])
         self.register_buffer("seen", torch.zeros(n, dtype=torch.bool))
