@@ -95,6 +95,7 @@ class CodaPrompt(PromptStrategy):
     """Attention-weighted sum of prompt components, one new slice of components per task."""
 
     name = "coda"
+    code_version = 2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
     Options = CodaOptions
 
     def __init__(self, model, cfg) -> None:

@@ -73,6 +73,7 @@ class DualPrompt(PromptStrategy):
     """Shared G-prompt + per-task E-prompts chosen by key at test."""
 
     name = "dualprompt"
+    code_version = 2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
     Options = DualPromptOptions
 
     def __init__(self, model, cfg) -> None:

@@ -166,6 +166,7 @@ class L2P(PromptStrategy):
     """Prompt pool with key-query selection; SAM stays frozen."""
 
     name = "l2p"
+    code_version = 2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
     Options = L2POptions
 
     def __init__(self, model, cfg) -> None:
