@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from .config import Config, dotted_to_dict, make_config, merge, parse_value
 from .errors import ConfigError
-from .io import write_csv, write_json
+from .io import portable, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def run_tune(spec: TuneSpec, force: bool = False, echo: Callable[[str], None] = 
         s = rec.matrix.summary("iou")
         sb = rec.matrix.summary("biou")
         row = {**point, "last_iou": s["last"], "avg_iou": s["avg"], "ff_iou": s["ff"], "last_biou": sb["last"],
-               "avg_biou": sb["avg"], "run_dir": str(run_dir)}
+               "avg_biou": sb["avg"], "run_dir": portable(run_dir)}
         rows.append(row)
         echo(f"[{i}/{len(points)}] {point_name(point)}: validation {spec.criterion} = "
              f"{100 * row[spec.criterion]:.1f} ({time.perf_counter() - t0:.0f} s)")
@@ -186,8 +186,7 @@ def run_tune(spec: TuneSpec, force: bool = False, echo: Callable[[str], None] = 
     write_json(out / "tune.json", {
         "method": spec.method, "profile": spec.profile, "grid": spec.grid, "criterion": spec.criterion,
         "criterion_text": _CRITERION_TEXT[spec.criterion], "split": "val",
-        "val_cap": configs[0].data.val_cap, "order": list(json.loads(Path(rows[0]["run_dir"], "config.json").read_text())
-                                                         ["resolved"]["order"]),
+        "val_cap": configs[0].data.val_cap, "order": list(rec.meta["resolved"]["order"]),
         "overrides": spec.overrides, "dotted": spec.dotted, "points": rows, "choice": choice,
         "choice_score": rows[best][spec.criterion], "choice_run_dir": rows[best]["run_dir"],
     })
