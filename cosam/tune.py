@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from .config import Config, dotted_to_dict, make_config, merge, parse_value
 from .errors import ConfigError
-from .io import portable, write_csv, write_json
+from .io import portable, portable_text, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,8 @@ def run_tune(spec: TuneSpec, force: bool = False, echo: Callable[[str], None] = 
         "method": spec.method, "profile": spec.profile, "grid": spec.grid, "criterion": spec.criterion,
         "criterion_text": _CRITERION_TEXT[spec.criterion], "split": "val",
         "val_cap": configs[0].data.val_cap, "order": list(rec.meta["resolved"]["order"]),
-        "overrides": spec.overrides, "dotted": spec.dotted, "points": rows, "choice": choice,
+        "overrides": {k: (portable(v) if k == "results_dir" else v) for k, v in spec.overrides.items()},
+        "dotted": [portable_text(d) for d in spec.dotted], "points": rows, "choice": choice,
         "choice_score": rows[best][spec.criterion], "choice_run_dir": rows[best]["run_dir"],
     })
     write_csv(out / "tune.csv", [{**r, "chosen": i == best} for i, r in enumerate(rows)])

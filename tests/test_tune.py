@@ -81,7 +81,7 @@ def test_tune_writes_grid_scores_and_the_argmax(cache: Path, tmp_path: Path, cap
         rows = list(csv.DictReader(f))
     assert [r["train.lr"] for r in rows] == ["0.001", "1e-07"] and [r["chosen"] for r in rows] == ["False", "True"]
     for point in record["points"]:  # ordinary run folders measured on validation: tasks only, no probe
-        run_dir = Path(point["run_dir"])
+        run_dir = out / Path(point["run_dir"]).name  # recorded portably: the folder's name outside the repo
         meta = json.loads((run_dir / "config.json").read_text())
         assert run_dir.parent == out and meta["config"]["eval"]["split"] == "val"
         mat = json.loads((run_dir / "matrix.json").read_text())
