@@ -6,6 +6,7 @@ against how much of its ground-truth box the mask fills (the box is the evaluati
 Prints, per task, the median box fill (mask area / area of its tight box), the mean IoU change of
 the fuller and the sparser half of the images, and the correlation between fill and change.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,14 +24,34 @@ def main(run: Path) -> None:
     meta = json.loads((run / "config.json").read_text())
     d = meta["config"]["data"]
     if meta["config"]["eval"]["split"] != "val":
-        raise SystemExit(f"{run} was evaluated on {meta['config']['eval']['split']}; this analysis reads validation runs")
-    bench = build_benchmark(Path(meta["resolved"]["data_root"]), d["layout"], list(meta["resolved"]["order"]), 0,
-                            d["train_cap"], None, None, False, val_cap=d["val_cap"], eval_split="val")
+        raise SystemExit(
+            f"{run} was evaluated on {meta['config']['eval']['split']}; this analysis reads validation runs"
+        )
+    bench = build_benchmark(
+        Path(meta["resolved"]["data_root"]),
+        d["layout"],
+        list(meta["resolved"]["order"]),
+        0,
+        d["train_cap"],
+        None,
+        None,
+        False,
+        val_cap=d["val_cap"],
+        eval_split="val",
+    )
     rows = list(csv.DictReader(open(run / "per_image.csv")))
     last = max(int(r["row"]) for r in rows)
     for task in bench.tasks:
-        before = {int(r["index"]): float(r["iou"]) for r in rows if r["dataset"] == task.name and r["row"] == "0"}
-        after = {int(r["index"]): float(r["iou"]) for r in rows if r["dataset"] == task.name and int(r["row"]) == last}
+        before = {
+            int(r["index"]): float(r["iou"])
+            for r in rows
+            if r["dataset"] == task.name and r["row"] == "0"
+        }
+        after = {
+            int(r["index"]): float(r["iou"])
+            for r in rows
+            if r["dataset"] == task.name and int(r["row"]) == last
+        }
         fills, deltas = [], []
         for i, sample in enumerate(task.val):
             _, mask = load_pair(sample)
@@ -40,9 +61,11 @@ def main(run: Path) -> None:
             deltas.append(after[i] - before[i])
         f, c = np.array(fills), np.array(deltas)
         full = f >= np.median(f)
-        print(f"{task.name:10s} n={len(f):2d} box fill median {np.median(f):.2f}; IoU change (points): fuller half "
-              f"{100 * c[full].mean():+6.1f}, sparser half {100 * c[~full].mean():+6.1f}; "
-              f"corr(fill, change) {np.corrcoef(f, c)[0, 1]:+.2f}")
+        print(
+            f"{task.name:10s} n={len(f):2d} box fill median {np.median(f):.2f}; IoU change (points): fuller half "
+            f"{100 * c[full].mean():+6.1f}, sparser half {100 * c[~full].mean():+6.1f}; "
+            f"corr(fill, change) {np.corrcoef(f, c)[0, 1]:+.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ train. For comparison the same epochs are also timed with the encoder run on eve
 cache-less loop pays). Ratios are measured in one process, on one machine, back to back.
 Writes benchmarks/results/cache_speed.csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,15 @@ from pathlib import Path
 import torch
 
 from cosam.config import make_config
-from cosam.engine import FeatureCache, SampleStore, TrainSource, build_model, resolve_data_root, task_generator
 from cosam.data.benchmark import build_benchmark
+from cosam.engine import (
+    FeatureCache,
+    SampleStore,
+    TrainSource,
+    build_model,
+    resolve_data_root,
+    task_generator,
+)
 from cosam.methods import get_method
 
 
@@ -31,10 +39,19 @@ def main() -> None:
     ap.add_argument("--task", default="CAMO")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cfg = make_config("cpu", {"progress": False, "model": {"image_size": args.size},
-                              "train": {"epochs": 1}, "data": {"train_cap": args.images}})
+    cfg = make_config(
+        "cpu",
+        {
+            "progress": False,
+            "model": {"image_size": args.size},
+            "train": {"epochs": 1},
+            "data": {"train_cap": args.images},
+        },
+    )
     model = build_model(cfg)
-    bench = build_benchmark(resolve_data_root(cfg), order=[args.task], train_cap=args.images, test_cap=1, probe_cap=1)
+    bench = build_benchmark(
+        resolve_data_root(cfg), order=[args.task], train_cap=args.images, test_cap=1, probe_cap=1
+    )
     samples = [(s, bench.tasks[0].task_id) for s in bench.tasks[0].train]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +63,9 @@ def main() -> None:
 
         def train_epoch(source: TrainSource) -> None:
             for batch in source.batches(gen):
-                logits = strategy.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
+                logits = strategy.predict(
+                    batch.embeddings, batch.interm, batch.prompts, batch.task_ids
+                )
                 loss = strategy.training_loss(batch, logits)["loss"]
                 opt.zero_grad()
                 loss.backward()
@@ -57,8 +76,14 @@ def main() -> None:
             source = TrainSource(samples, strategy, cfg, cache, store)  # epoch 1 fills the cache
             train_epoch(source)
             rows.append({"mode": "cached", "epoch": epoch, "seconds": time.perf_counter() - t0})
-        live_cfg = make_config("cpu", {"progress": False, "model": {"image_size": args.size},
-                                       "train": {"augment": "none", "cache_features": False}})
+        live_cfg = make_config(
+            "cpu",
+            {
+                "progress": False,
+                "model": {"image_size": args.size},
+                "train": {"augment": "none", "cache_features": False},
+            },
+        )
         strategy.needs_pixels = True  # force the live path: encode on every batch
         strategy.cfg = live_cfg
         for epoch in range(1, 3):
@@ -76,9 +101,14 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    print(f"{args.images} images of {args.task} at {args.size} px, backbone {model.backbone}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.images} images of {args.task} at {args.size} px, backbone {model.backbone}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"epoch 1 (cold cache, encodes): {first:.1f} s")
-    print(f"later cached epochs: {', '.join(f'{s:.1f}' for s in later)} s  -> {max(later) / first:.1%} of epoch 1 (max)")
+    print(
+        f"later cached epochs: {', '.join(f'{s:.1f}' for s in later)} s  -> {max(later) / first:.1%} of epoch 1 (max)"
+    )
     print(f"uncached epochs (encoder every batch): {', '.join(f'{s:.1f}' for s in unc)} s")
     print(f"written {out}")
 

@@ -10,6 +10,7 @@ reference is a pure rounding change (another matmul blocking). After training, t
 uncertain-point selection (top-k of -|logit|) and Adam amplify rounding differences: the fast
 path's trained matrix agrees with the reference's to about 1e-3, not 1e-5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,10 @@ from cosam.models.fastpath import reference_path  # noqa: E402
 def per_image(run_dir: Path) -> Dict[Tuple[str, str, str], Tuple[float, float]]:
     """(row, dataset, index) -> (IoU, BIoU) of every scored image of a run."""
     with (run_dir / "per_image.csv").open() as fh:
-        return {(r["row"], r["dataset"], r["index"]): (float(r["iou"]), float(r["biou"])) for r in csv.DictReader(fh)}
+        return {
+            (r["row"], r["dataset"], r["index"]): (float(r["iou"]), float(r["biou"]))
+            for r in csv.DictReader(fh)
+        }
 
 
 def matrix(run_dir: Path) -> List[float]:
@@ -45,9 +49,16 @@ def compare(ref: Path, other: Path) -> Dict[str, Any]:
     d = {k: max(abs(a[k][0] - b[k][0]), abs(a[k][1] - b[k][1])) for k in a}
     row0 = [v for k, v in d.items() if k[0] == "0"]
     dm = [abs(x - y) for x, y in zip(matrix(ref), matrix(other))]
-    return {"images_scored": len(d), "images_moved": sum(v > 0 for v in d.values()), "max_score_diff": max(d.values()),
-            "row0_images_moved": sum(v > 0 for v in row0), "row0_max_score_diff": max(row0),
-            "matrix_entries": len(dm), "max_matrix_diff": max(dm), "mean_matrix_diff": sum(dm) / len(dm)}
+    return {
+        "images_scored": len(d),
+        "images_moved": sum(v > 0 for v in d.values()),
+        "max_score_diff": max(d.values()),
+        "row0_images_moved": sum(v > 0 for v in row0),
+        "row0_max_score_diff": max(row0),
+        "matrix_entries": len(dm),
+        "max_matrix_diff": max(dm),
+        "mean_matrix_diff": sum(dm) / len(dm),
+    }
 
 
 def main() -> int:
@@ -61,14 +72,29 @@ def main() -> int:
     args = ap.parse_args()
     root = Path(args.results)
     dirs: Dict[str, Path] = {}
-    runs = (("reference", True, "fp32", 1), ("reference_2threads", True, "fp32", 2), ("fast", False, "fp32", 1),
-            ("fast_bf16", False, "bf16", 1))
+    runs = (
+        ("reference", True, "fp32", 1),
+        ("reference_2threads", True, "fp32", 2),
+        ("fast", False, "fp32", 1),
+        ("fast_bf16", False, "bf16", 1),
+    )
     for name, ref, precision, threads in runs:
-        cfg = make_config("cpu", {"method": args.method, "results_dir": str(root / name), "progress": False,
-                                  "cache_dir": args.cache or str(root / "cache"), "threads": threads,
-                                  "data": {"train_cap": args.train_cap, "test_cap": args.test_cap,
-                                           "probe_cap": args.test_cap},
-                                  "train": {"epochs": args.epochs, "precision": precision}})
+        cfg = make_config(
+            "cpu",
+            {
+                "method": args.method,
+                "results_dir": str(root / name),
+                "progress": False,
+                "cache_dir": args.cache or str(root / "cache"),
+                "threads": threads,
+                "data": {
+                    "train_cap": args.train_cap,
+                    "test_cap": args.test_cap,
+                    "probe_cap": args.test_cap,
+                },
+                "train": {"epochs": args.epochs, "precision": precision},
+            },
+        )
         with reference_path(enabled=ref), metrics.reference_metrics(enabled=ref):
             dirs[name] = run(cfg, ctx=Context())
         print(f"{name}: {dirs[name]}", flush=True)

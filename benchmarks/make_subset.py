@@ -9,6 +9,7 @@ sha1("<domain>/<name>")), so a run on the subset with no caps equals a run on th
 those caps. Writes the filtered ``MANIFEST.tsv`` and ``SUBSET.json`` (the rule, the counts and a
 content id: sha1 over every copied file's path and bytes), and prints the subset's name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,13 +58,17 @@ def main() -> int:
         lines = manifest.read_text().splitlines()
         head, rows = lines[0], lines[1:]
         col = head.split("\t").index("image")
-        (dst / "MANIFEST.tsv").write_text("\n".join([head] + [r for r in rows if r.split("\t")[col] in keep]) + "\n")
+        (dst / "MANIFEST.tsv").write_text(
+            "\n".join([head] + [r for r in rows if r.split("\t")[col] in keep]) + "\n"
+        )
     name = f"{src.name}-subset-t{args.train}-e{args.test}-p{args.probe}-{h.hexdigest()[:10]}"
     info = {
         "name": name,
         "source": str(src),
-        "rule": (f"cosam.data.benchmark.cap_samples on {src.name}: train_cap={args.train}, test_cap={args.test}, "
-                 f"probe_cap={args.probe} (first N per domain and split by sha1('<domain>/<name>'))"),
+        "rule": (
+            f"cosam.data.benchmark.cap_samples on {src.name}: train_cap={args.train}, test_cap={args.test}, "
+            f"probe_cap={args.probe} (first N per domain and split by sha1('<domain>/<name>'))"
+        ),
         "content_sha1": h.hexdigest(),
         "n_files": len(files),
         "bytes": sum((dst / rel).stat().st_size for rel in files),

@@ -14,6 +14,7 @@ Writes ``benchmarks/results/moda_overhead.csv`` (one row per base and size) and 
 ``sam_adapter_moda`` needs two encoder passes by design (the query comes from the un-adapted
 encoder, the mask from the routed adapter's), so its ratio is near 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,12 +47,16 @@ def fill_pool(moda, n: int = 8) -> None:
     state = {k: v.clone() for k, v in moda.base.method_state()["modules"].items()}
     moda.pool = [state for _ in range(n)]
     moda.pool_tasks = [_Task(i) for i in range(n)]
-    moda.router = ROUTERS[moda.opts.router](moda.reader.query_dim, n, torch.Generator().manual_seed(0)).to(moda.device)
+    moda.router = ROUTERS[moda.opts.router](
+        moda.reader.query_dim, n, torch.Generator().manual_seed(0)
+    ).to(moda.device)
     moda.eval()
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--bases", nargs="+", default=["sequential", "decoder_tuning", "sam_adapter"])
     ap.add_argument("--batch", type=int, default=4)
@@ -68,12 +73,17 @@ def main() -> int:
         gen = torch.Generator().manual_seed(0)
         images = torch.rand(args.batch, 3, size, size, generator=gen) * 255
         box = torch.tensor([size * 0.25, size * 0.25, size * 0.75, size * 0.6])
-        prompts = [Prompt(kind="box", box=box, points=None, point_labels=None, mask=None) for _ in range(args.batch)]
+        prompts = [
+            Prompt(kind="box", box=box, points=None, point_labels=None, mask=None)
+            for _ in range(args.batch)
+        ]
         tids = torch.zeros(args.batch, dtype=torch.long)
         for base in args.bases:
             strategies = {}
             for name in (base, f"{base}_moda"):
-                cfg = make_config("cpu", {"method": name, "model": {"image_size": size}, "progress": False})
+                cfg = make_config(
+                    "cpu", {"method": name, "model": {"image_size": size}, "progress": False}
+                )
                 s = get_method(name)(model, cfg)
                 if name.endswith("_moda"):
                     fill_pool(s)
@@ -81,7 +91,7 @@ def main() -> int:
                 strategies[name] = s
             times = {k: [] for k in strategies}
             with torch.no_grad():
-                for name, s in strategies.items():  # warm-up
+                for _name, s in strategies.items():  # warm-up
                     s.predict_images(images, prompts, tids)
                 for _ in range(args.repeats):
                     for name, s in strategies.items():
@@ -89,10 +99,23 @@ def main() -> int:
                         s.predict_images(images, prompts, tids)
                         times[name].append((time.perf_counter() - t0) / args.batch)
             b, m = (statistics.median(times[k]) for k in strategies)
-            rows.append({"backbone": model.backbone, "size": size, "base": base, "base_s_per_image": b,
-                         "moda_s_per_image": m, "ratio": m / b, "batch": args.batch, "repeats": args.repeats,
-                         "threads": torch.get_num_threads()})
-            print(f"{model.backbone} {size}px {base}: base {b:.3f} s/img, +MoDA {m:.3f} s/img, ratio {m / b:.3f}", flush=True)
+            rows.append(
+                {
+                    "backbone": model.backbone,
+                    "size": size,
+                    "base": base,
+                    "base_s_per_image": b,
+                    "moda_s_per_image": m,
+                    "ratio": m / b,
+                    "batch": args.batch,
+                    "repeats": args.repeats,
+                    "threads": torch.get_num_threads(),
+                }
+            )
+            print(
+                f"{model.backbone} {size}px {base}: base {b:.3f} s/img, +MoDA {m:.3f} s/img, ratio {m / b:.3f}",
+                flush=True,
+            )
     write_csv(Path(args.out), rows)
     print(markdown_table(rows))
     return 0

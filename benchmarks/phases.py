@@ -33,6 +33,7 @@ fp32 matmul rate (a 1024³ matmul, same threads, same moment).
 
 Writes ``--out`` (default ``benchmarks/results/phases.csv``): one row per phase and variant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,16 +52,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from throughput import synthetic_batch  # noqa: E402
+
 from cosam import metrics  # noqa: E402
 from cosam.accel import Accel  # noqa: E402
 from cosam.config import make_config  # noqa: E402
+from cosam.data.prompts import Prompt  # noqa: E402
 from cosam.engine import EvalSet, evaluate, make_prompts  # noqa: E402
 from cosam.methods import METHODS  # noqa: E402
-from cosam.data.prompts import Prompt  # noqa: E402
 from cosam.methods.base import Batch  # noqa: E402
 from cosam.models.fastpath import reference_path  # noqa: E402
 from cosam.models.registry import build_sam  # noqa: E402
-from throughput import synthetic_batch  # noqa: E402
 
 #: (variant name, levers switched back to the reference); cumulative, in the issue's order.
 TRAIN_VARIANTS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
@@ -90,7 +92,9 @@ def count_flops(fn: Callable[[], Any]) -> float:
     return float(fc.get_total_flops())
 
 
-def alternate(variants: Dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> Dict[str, List[float]]:
+def alternate(
+    variants: Dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
+) -> Dict[str, List[float]]:
     """CPU seconds of each variant per round, the variants run back to back in every round.
 
     CPU time of this process (``time.process_time``), not wall time: on a shared machine other
@@ -110,29 +114,48 @@ def alternate(variants: Dict[str, Callable[[], Any]], rounds: int, warmup: int =
     return times
 
 
-def ratio_rows(phase: str, times: Dict[str, List[float]], base: str, flops: Dict[str, float],
-               peak: float, note: str = "") -> List[Dict[str, Any]]:
+def ratio_rows(
+    phase: str,
+    times: Dict[str, List[float]],
+    base: str,
+    flops: Dict[str, float],
+    peak: float,
+    note: str = "",
+) -> List[Dict[str, Any]]:
     """CSV rows: per variant the median seconds and the median of per-round ratios to ``base``."""
     rows = []
     for k, ts in times.items():
         ratios = [b / t for b, t in zip(times[base], ts)]
         med = statistics.median(ts)
         f = flops.get(k)
-        rows.append({"phase": phase, "variant": k, "median_s": round(med, 4),
-                     "speedup_vs_" + "baseline": round(statistics.median(ratios), 3),
-                     "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3), "rounds": len(ts),
-                     "gflop": round(f / 1e9, 2) if f else "",
-                     "achieved_gflops": round(f / 1e9 / med, 1) if f else "",
-                     "fraction_of_matmul": round(f / 1e9 / med / peak, 3) if f else "",
-                     "note": note})
-        print(f"{phase:16s} {k:11s} {med:8.3f} s  x{statistics.median(ratios):5.2f} "
-              f"[{min(ratios):.2f}-{max(ratios):.2f}]" + (f"  {f / 1e9:7.2f} GFLOP  {f / 1e9 / med:6.1f} GFLOP/s"
-                                                           if f else ""), flush=True)
+        rows.append(
+            {
+                "phase": phase,
+                "variant": k,
+                "median_s": round(med, 4),
+                "speedup_vs_" + "baseline": round(statistics.median(ratios), 3),
+                "ratio_min": round(min(ratios), 3),
+                "ratio_max": round(max(ratios), 3),
+                "rounds": len(ts),
+                "gflop": round(f / 1e9, 2) if f else "",
+                "achieved_gflops": round(f / 1e9 / med, 1) if f else "",
+                "fraction_of_matmul": round(f / 1e9 / med / peak, 3) if f else "",
+                "note": note,
+            }
+        )
+        print(
+            f"{phase:16s} {k:11s} {med:8.3f} s  x{statistics.median(ratios):5.2f} "
+            f"[{min(ratios):.2f}-{max(ratios):.2f}]"
+            + (f"  {f / 1e9:7.2f} GFLOP  {f / 1e9 / med:6.1f} GFLOP/s" if f else ""),
+            flush=True,
+        )
     return rows
 
 
 def make_strategy(name: str, model: Any, batch: int) -> Tuple[Any, Any]:
-    cfg = make_config("cpu", {"method": name, "progress": False, "train": {"batch_size": batch, "epochs": 1}})
+    cfg = make_config(
+        "cpu", {"method": name, "progress": False, "train": {"batch_size": batch, "epochs": 1}}
+    )
     torch.manual_seed(0)
     strategy = METHODS[name](model, cfg)
     # A trained-looking branch: the zero-initialised last layers would make some gradients trivial.
@@ -143,8 +166,15 @@ def make_strategy(name: str, model: Any, batch: int) -> Tuple[Any, Any]:
     return strategy, cfg
 
 
-def train_step_fn(strategy: Any, cfg: Any, emb: torch.Tensor, interm: torch.Tensor, labels: torch.Tensor,
-                  levers_off: Sequence[str], bf16: bool = False) -> Callable[[], float]:
+def train_step_fn(
+    strategy: Any,
+    cfg: Any,
+    emb: torch.Tensor,
+    interm: torch.Tensor,
+    labels: torch.Tensor,
+    levers_off: Sequence[str],
+    bf16: bool = False,
+) -> Callable[[], float]:
     """One engine-like training step (predict, loss, backward, Adam) with ``levers_off`` slow;
     ``bf16``: forward and loss under CPU bf16 autocast (``train.precision=bf16``, as ``fit``)."""
     params = strategy.trainable_parameters()
@@ -155,7 +185,9 @@ def train_step_fn(strategy: Any, cfg: Any, emb: torch.Tensor, interm: torch.Tens
 
     def step() -> float:
         with reference_path(*levers_off, enabled=bool(levers_off)):
-            batch = Batch(emb, interm, labels, prompts, tids, None, torch.Generator().manual_seed(1))
+            batch = Batch(
+                emb, interm, labels, prompts, tids, None, torch.Generator().manual_seed(1)
+            )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = strategy.predict(emb, interm, prompts, tids)
                 loss = strategy.training_loss(batch, logits.float())["loss"]
@@ -186,47 +218,79 @@ def eval_set(model: Any, n: int, seed: int = 0) -> EvalSet:
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default=str(REPO.parent / "shared" / "weights"), help="folder with minisam_vit_t.pth")
+    ap.add_argument(
+        "--weights",
+        default=str(REPO.parent / "shared" / "weights"),
+        help="folder with minisam_vit_t.pth",
+    )
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU seconds are exact with 1)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (CPU seconds are exact with 1)"
+    )
     ap.add_argument("--eval-images", type=int, default=16)
-    ap.add_argument("--phases", default="encode,train_step,train_step_l2p,eval_pass,moda_capture,sam_adapter_step")
+    ap.add_argument(
+        "--phases",
+        default="encode,train_step,train_step_l2p,eval_pass,moda_capture,sam_adapter_step",
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "phases.csv"))
     args = ap.parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     torch.set_num_threads(args.threads)
     weights = Path(args.weights)
     pretrained = (weights / "minisam_vit_t.pth").is_file()
-    model = build_sam("vit_t", image_size=args.size, pretrained=pretrained,
-                      weights_dir=weights if pretrained else None).freeze()
+    model = build_sam(
+        "vit_t",
+        image_size=args.size,
+        pretrained=pretrained,
+        weights_dir=weights if pretrained else None,
+    ).freeze()
     peak = matmul_gflops()
-    print(f"vit_t {'pretrained' if pretrained else 'RANDOM weights'} at {args.size} px, batch {args.batch}, "
-          f"{torch.get_num_threads()} threads; fp32 matmul 1024^3: {peak:.1f} GFLOP/s", flush=True)
+    print(
+        f"vit_t {'pretrained' if pretrained else 'RANDOM weights'} at {args.size} px, batch {args.batch}, "
+        f"{torch.get_num_threads()} threads; fp32 matmul 1024^3: {peak:.1f} GFLOP/s",
+        flush=True,
+    )
     images, labels = synthetic_batch(args.batch, args.size)
     with torch.no_grad():
         emb, interm = model.encode(images)
     rows: List[Dict[str, Any]] = []
 
     if "encode" in phases:
+
         def enc() -> None:
             with torch.no_grad():
                 model.encode(images)
+
         f = count_flops(enc)
-        rows += ratio_rows("encode", alternate({"reference": enc}, max(3, args.rounds // 2)), "reference",
-                           {"reference": f}, peak, note=f"batch {args.batch}, no lever")
+        rows += ratio_rows(
+            "encode",
+            alternate({"reference": enc}, max(3, args.rounds // 2)),
+            "reference",
+            {"reference": f},
+            peak,
+            note=f"batch {args.batch}, no lever",
+        )
 
     for phase, method in (("train_step", "sequential"), ("train_step_l2p", "l2p")):
         if phase not in phases:
             continue
         strategy, cfg = make_strategy(method, model, args.batch)
-        variants = TRAIN_VARIANTS if method == "sequential" else (TRAIN_VARIANTS[0], TRAIN_VARIANTS[-1])
+        variants = (
+            TRAIN_VARIANTS if method == "sequential" else (TRAIN_VARIANTS[0], TRAIN_VARIANTS[-1])
+        )
         fns = {k: train_step_fn(strategy, cfg, emb, interm, labels, off) for k, off in variants}
         fns["fast+bf16"] = train_step_fn(strategy, cfg, emb, interm, labels, (), bf16=True)
         flops = {k: count_flops(fn) for k, fn in fns.items()}
-        rows += ratio_rows(phase, alternate(fns, args.rounds), "reference", flops, peak,
-                           note=f"{method}, batch {args.batch}, cached features")
+        rows += ratio_rows(
+            phase,
+            alternate(fns, args.rounds),
+            "reference",
+            flops,
+            peak,
+            note=f"{method}, batch {args.batch}, cached features",
+        )
 
     if "eval_pass" in phases:
         strategy, cfg = make_strategy("sequential", model, args.batch)
@@ -257,11 +321,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 bs = cfg.eval.batch_size
                 with torch.no_grad(), reference_path(enabled=ref):
                     for s in range(0, len(es.samples), bs):
-                        pr = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None)
-                              for b in es.boxes[s:s + bs]]
+                        pr = [
+                            Prompt(kind="box", box=b, points=None, point_labels=None, mask=None)
+                            for b in es.boxes[s : s + bs]
+                        ]
                         tids = torch.zeros(len(pr), dtype=torch.long)
-                        strategy.predict(es.emb[s:s + bs], es.interm[s:s + bs], pr, tids)
+                        strategy.predict(es.emb[s : s + bs], es.interm[s : s + bs], pr, tids)
+
             return f
+
         # FlopCounterMode's module hooks trip over views of trainable leaves under no_grad
         params = strategy.trainable_parameters()
         strategy.requires_grad_(False)
@@ -271,11 +339,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         flops["fast_cached_gt"] = flops["fast"]
         flops["+metrics"] = flops["reference"]
         flops["fast+bf16"] = flops["fast"]
-        times = alternate({"reference": ev_ref, "+metrics": ev_metrics, "fast": ev_fast,
-                           "fast_cached_gt": ev_fast_cached, "fast+bf16": ev_bf16},
-                          max(3, args.rounds // 2))
-        rows += ratio_rows("eval_pass", times, "reference", flops, peak,
-                           note=f"sequential, {args.eval_images} images, scoring included (FLOPs: forward only)")
+        times = alternate(
+            {
+                "reference": ev_ref,
+                "+metrics": ev_metrics,
+                "fast": ev_fast,
+                "fast_cached_gt": ev_fast_cached,
+                "fast+bf16": ev_bf16,
+            },
+            max(3, args.rounds // 2),
+        )
+        rows += ratio_rows(
+            "eval_pass",
+            times,
+            "reference",
+            flops,
+            peak,
+            note=f"sequential, {args.eval_images} images, scoring included (FLOPs: forward only)",
+        )
 
     if "moda_capture" in phases:
         # MoDA's block-input cache is filled by a second encoder pass per image (the issue's lever,
@@ -291,9 +372,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             with torch.no_grad(), capture(model.image_encoder) as inputs:
                 model.encode(images)
             del inputs
-        rows += ratio_rows("moda_capture", alternate({"encode": enc_plain, "encode+capture": enc_capture},
-                                                     max(3, args.rounds // 2)), "encode", {}, peak,
-                           note="no lever: capture in the feature-cache pass vs the separate re-encode")
+
+        rows += ratio_rows(
+            "moda_capture",
+            alternate(
+                {"encode": enc_plain, "encode+capture": enc_capture}, max(3, args.rounds // 2)
+            ),
+            "encode",
+            {},
+            peak,
+            note="no lever: capture in the feature-cache pass vs the separate re-encode",
+        )
 
     if "sam_adapter_step" in phases:
         strategy, cfg = make_strategy("sam_adapter", model, args.batch)
@@ -306,24 +395,45 @@ def main(argv: Optional[List[str]] = None) -> int:
             def step() -> None:
                 with reference_path("stem", enabled=ref):
                     e, m = strategy.encode(images)
-                    batch = Batch(e, m, labels, prompts, tids, images, torch.Generator().manual_seed(1))
-                    loss = strategy.training_loss(batch, strategy.predict(e, m, prompts, tids).float())["loss"]
+                    batch = Batch(
+                        e, m, labels, prompts, tids, images, torch.Generator().manual_seed(1)
+                    )
+                    loss = strategy.training_loss(
+                        batch, strategy.predict(e, m, prompts, tids).float()
+                    )["loss"]
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+
             return step
-        fns = {"reference": sa_step(True), "fast": sa_step(False)}  # fast: the stem memo is warm after warm-up
-        rows += ratio_rows("sam_adapter_step", alternate(fns, max(3, args.rounds // 2)), "reference",
-                           {k: count_flops(f) for k, f in fns.items()}, peak,
-                           note="live encode with adapters; fast: stem memo (an epoch after the first)")
+
+        fns = {
+            "reference": sa_step(True),
+            "fast": sa_step(False),
+        }  # fast: the stem memo is warm after warm-up
+        rows += ratio_rows(
+            "sam_adapter_step",
+            alternate(fns, max(3, args.rounds // 2)),
+            "reference",
+            {k: count_flops(f) for k, f in fns.items()},
+            peak,
+            note="live encode with adapters; fast: stem memo (an epoch after the first)",
+        )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     keys: List[str] = []
     for r in rows:
-        r.update({"date": stamp, "threads": torch.get_num_threads(), "size": args.size,
-                  "weights": "minisam_vit_t" if pretrained else "random", "matmul_gflops": round(peak, 1)})
+        r.update(
+            {
+                "date": stamp,
+                "threads": torch.get_num_threads(),
+                "size": args.size,
+                "weights": "minisam_vit_t" if pretrained else "random",
+                "matmul_gflops": round(peak, 1),
+            }
+        )
         keys += [k for k in r if k not in keys]
     with out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)

@@ -28,6 +28,7 @@ when the device is in :data:`BF16_PEAK_TFLOPS`) and of a measured large bf16 mat
 Writes ``<out>/throughput_methods_<tag>.csv``, ``<out>/throughput_encoders_<tag>.csv`` and
 ``<out>/throughput_<tag>.md`` (the tables, naming the device and the date).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,18 +56,28 @@ from cosam.config import make_config  # noqa: E402
 from cosam.data.benchmark import Task  # noqa: E402
 from cosam.engine import EvalSet, evaluate, fit, make_prompts  # noqa: E402
 from cosam.methods import METHODS  # noqa: E402
-from cosam.methods.base import Batch, Experience  # noqa: E402
+from cosam.methods.base import Batch  # noqa: E402
 from cosam.models.registry import BACKBONES, build_sam  # noqa: E402
 
 log = logging.getLogger("throughput")
 
-DEFAULT_METHODS = ("sequential,sequential_moda,decoder_tuning,decoder_tuning_moda,sam_adapter,sam_adapter_moda,"
-                   "lwf,ewc,replay,l2p,dualprompt,coda")
+DEFAULT_METHODS = (
+    "sequential,sequential_moda,decoder_tuning,decoder_tuning_moda,sam_adapter,sam_adapter_moda,"
+    "lwf,ewc,replay,l2p,dualprompt,coda"
+)
 #: Dense (no sparsity) bf16 tensor-core peak in TFLOP/s from NVIDIA's spec sheets, by a substring
 #: of torch.cuda.get_device_name(). First match wins, so the specific names come first.
 BF16_PEAK_TFLOPS: Tuple[Tuple[str, float], ...] = (
-    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
-    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
 )
 
 
@@ -152,8 +163,16 @@ BENCH_TASK_ID = 1
 class BenchSource:
     """The engine's TrainSource interface over in-memory tensors (one batch reused every step)."""
 
-    def __init__(self, strategy: Any, cfg: Any, accel: Accel, images: torch.Tensor, labels: torch.Tensor,
-                 steps: int, live: bool) -> None:
+    def __init__(
+        self,
+        strategy: Any,
+        cfg: Any,
+        accel: Accel,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        steps: int,
+        live: bool,
+    ) -> None:
         self.strategy, self.cfg, self.accel, self.live = strategy, cfg, accel, live
         self.dist = distributed.SINGLE
         self.images, self.labels, self.steps = images, labels, steps
@@ -176,11 +195,21 @@ class BenchSource:
                     emb, interm = self.strategy.encode(images)
             else:
                 emb, interm, images = self.emb, self.interm, None
-            yield Batch(emb, interm, a.move(self.labels), prompts, a.move(self.task_ids), images, gen)
+            yield Batch(
+                emb, interm, a.move(self.labels), prompts, a.move(self.task_ids), images, gen
+            )
 
 
-def time_train(strategy: Any, cfg: Any, accel: Accel, images: torch.Tensor, labels: torch.Tensor,
-               steps: int, warmup: int, live: bool) -> Tuple[float, float]:
+def time_train(
+    strategy: Any,
+    cfg: Any,
+    accel: Accel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    warmup: int,
+    live: bool,
+) -> Tuple[float, float]:
     """(seconds per image, peak MiB) of training steps through ``cosam.engine.fit``."""
     gen = torch.Generator().manual_seed(0)
     fit(strategy, BenchSource(strategy, cfg, accel, images, labels, max(1, warmup), live), cfg, gen)
@@ -202,8 +231,16 @@ class _Store:
         return SimpleNamespace(image=self.images[i])
 
 
-def time_eval(strategy: Any, cfg: Any, accel: Accel, images: torch.Tensor, labels: torch.Tensor,
-              reps: int, warmup: int, live: bool) -> Tuple[float, float]:
+def time_eval(
+    strategy: Any,
+    cfg: Any,
+    accel: Accel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    reps: int,
+    warmup: int,
+    live: bool,
+) -> Tuple[float, float]:
     """(seconds per image, peak MiB) of ``cosam.engine.evaluate`` on one set of the images."""
     n = images.shape[0]
     boxes = []
@@ -215,7 +252,10 @@ def time_eval(strategy: Any, cfg: Any, accel: Accel, images: torch.Tensor, label
     if not live:
         with torch.no_grad(), accel.autocast():
             emb, interm = strategy.model.encode(accel.move(images))
-        es.emb, es.interm = emb.float().cpu(), interm.float().cpu()  # the engine keeps eval features on the host
+        es.emb, es.interm = (
+            emb.float().cpu(),
+            interm.float().cpu(),
+        )  # the engine keeps eval features on the host
     store = _Store(images)
     for _ in range(warmup):
         evaluate(strategy, [es], cfg, store, accel)
@@ -245,7 +285,9 @@ def time_data_lsj(size: int, n: int, data_root: Optional[Path]) -> Tuple[float, 
         for s in samples:
             image, mask = load_pair(s)
             large_scale_jitter(image, mask, size, gen)
-        return (time.perf_counter() - t0) / len(samples), f"{len(samples)} images of {data_root.name}"
+        return (time.perf_counter() - t0) / len(
+            samples
+        ), f"{len(samples)} images of {data_root.name}"
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (384, 512, 3), dtype=np.uint8)
     mask = np.zeros((384, 512), dtype=bool)
@@ -260,41 +302,67 @@ def time_data_lsj(size: int, n: int, data_root: Optional[Path]) -> Tuple[float, 
 # ------------------------------------------------------------------------------------------------
 
 
-def bench_methods(args: argparse.Namespace, accel: Accel, rows: Optional[List[Dict[str, Any]]] = None,
-                  save: Any = None) -> List[Dict[str, Any]]:
+def bench_methods(
+    args: argparse.Namespace,
+    accel: Accel,
+    rows: Optional[List[Dict[str, Any]]] = None,
+    save: Any = None,
+) -> List[Dict[str, Any]]:
     """Time every method in ``args.methods`` into ``rows`` (``save()`` after each method)."""
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     missing = [m for m in names if m not in METHODS]
     for m in missing:
-        print(f"skipping method {m!r}: not in cosam.methods.METHODS ({', '.join(METHODS)})", flush=True)
+        print(
+            f"skipping method {m!r}: not in cosam.methods.METHODS ({', '.join(METHODS)})",
+            flush=True,
+        )
     names = [m for m in names if m in METHODS]
     model = build_sam(args.backbone, None, args.size, pretrained=False)
     model.to(accel.device)
     if args.compile:
         maybe_compile(model.image_encoder, True)
     images, labels = synthetic_batch(max(args.batch, args.eval_batch), args.size)
-    tr_images, tr_labels = images[:args.batch], labels[:args.batch]
-    ev_images, ev_labels = images[:args.eval_batch], labels[:args.eval_batch]
+    tr_images, tr_labels = images[: args.batch], labels[: args.batch]
+    ev_images, ev_labels = images[: args.eval_batch], labels[: args.eval_batch]
     rows = [] if rows is None else rows
     tasks = [Task(name=f"bench{i}", task_id=i, train=(), test=()) for i in range(BENCH_TASK_ID + 1)]
     for name in names:
-        cfg = make_config("paper", {"method": name, "progress": False, "device": str(accel.device),
-                                    "model": {"backbone": args.backbone, "image_size": args.size},
-                                    "train": {"batch_size": args.batch, "epochs": 1, "precision": accel.precision,
-                                              "loss_points": args.loss_points},
-                                    "eval": {"batch_size": args.eval_batch}})
+        cfg = make_config(
+            "paper",
+            {
+                "method": name,
+                "progress": False,
+                "device": str(accel.device),
+                "model": {"backbone": args.backbone, "image_size": args.size},
+                "train": {
+                    "batch_size": args.batch,
+                    "epochs": 1,
+                    "precision": accel.precision,
+                    "loss_points": args.loss_points,
+                },
+                "eval": {"batch_size": args.eval_batch},
+            },
+        )
         torch.manual_seed(0)
         try:
             strategy = METHODS[name](model, cfg).to(accel.device)
             exps = strategy.plan(tasks)
-            for exp in exps[:-1]:  # finish the earlier task(s) so the method's state is that of a later one
+            for exp in exps[
+                :-1
+            ]:  # finish the earlier task(s) so the method's state is that of a later one
                 strategy.before_task(exp)
-                strategy.after_task(exp, BenchSource(strategy, cfg, accel, tr_images, tr_labels, 1,
-                                                     strategy.needs_pixels))
+                strategy.after_task(
+                    exp,
+                    BenchSource(
+                        strategy, cfg, accel, tr_images, tr_labels, 1, strategy.needs_pixels
+                    ),
+                )
             strategy.before_task(exps[-1])
         except Exception as exc:
             print(f"{name}: setup FAILED {type(exc).__name__}: {exc}", flush=True)
-            rows.append({"method": name, "mode": "setup", "error": f"{type(exc).__name__}: {exc}"[:200]})
+            rows.append(
+                {"method": name, "mode": "setup", "error": f"{type(exc).__name__}: {exc}"[:200]}
+            )
             continue
         modes = [("train_live", True), ("eval_live", True)]
         if not strategy.needs_pixels:
@@ -304,7 +372,9 @@ def bench_methods(args: argparse.Namespace, accel: Accel, rows: Optional[List[Di
                 if mode == "eval_cached":
                     # cached evaluation reads each image's token inputs from the block-input cache,
                     # which synthetic tensors do not have; moda_overhead.py times routed inference
-                    print(f"{name} eval_cached: skipped (see benchmarks/moda_overhead.py)", flush=True)
+                    print(
+                        f"{name} eval_cached: skipped (see benchmarks/moda_overhead.py)", flush=True
+                    )
                     continue
                 from moda_overhead import fill_pool  # a full pool (8 adapters) and an 8-way router
 
@@ -314,21 +384,41 @@ def bench_methods(args: argparse.Namespace, accel: Accel, rows: Optional[List[Di
                 if mode.startswith("train"):
                     if not strategy.trains:
                         continue
-                    s, mem = time_train(strategy, cfg, accel, tr_images, tr_labels, args.steps, args.warmup, live)
+                    s, mem = time_train(
+                        strategy, cfg, accel, tr_images, tr_labels, args.steps, args.warmup, live
+                    )
                     batch = args.batch
                 else:
-                    s, mem = time_eval(strategy, cfg, accel, ev_images, ev_labels, max(1, args.steps // 4),
-                                       1, live)
+                    s, mem = time_eval(
+                        strategy, cfg, accel, ev_images, ev_labels, max(1, args.steps // 4), 1, live
+                    )
                     batch = args.eval_batch
             except Exception as exc:  # one method failing must not lose the others' numbers
                 print(f"{name} {mode}: FAILED {type(exc).__name__}: {exc}", flush=True)
-                rows.append({"method": name, "mode": mode, "error": f"{type(exc).__name__}: {exc}"[:200]})
+                rows.append(
+                    {"method": name, "mode": mode, "error": f"{type(exc).__name__}: {exc}"[:200]}
+                )
                 continue
-            rows.append({"method": name, "mode": mode, "images_per_s": 1.0 / s, "ms_per_image": 1000.0 * s,
-                         "peak_mem_mb": mem, "batch": batch, "size": args.size, "backbone": args.backbone,
-                         "precision": accel.precision, "device": device_name(accel.device),
-                         "compiled": bool(args.compile), "wall_s": time.perf_counter() - t_start})
-            print(f"{name:22s} {mode:13s} {1.0 / s:9.2f} img/s  {1000 * s:9.2f} ms/img  peak {mem:8.0f} MiB", flush=True)
+            rows.append(
+                {
+                    "method": name,
+                    "mode": mode,
+                    "images_per_s": 1.0 / s,
+                    "ms_per_image": 1000.0 * s,
+                    "peak_mem_mb": mem,
+                    "batch": batch,
+                    "size": args.size,
+                    "backbone": args.backbone,
+                    "precision": accel.precision,
+                    "device": device_name(accel.device),
+                    "compiled": bool(args.compile),
+                    "wall_s": time.perf_counter() - t_start,
+                }
+            )
+            print(
+                f"{name:22s} {mode:13s} {1.0 / s:9.2f} img/s  {1000 * s:9.2f} ms/img  peak {mem:8.0f} MiB",
+                flush=True,
+            )
         del strategy
         if accel.is_cuda:
             torch.cuda.empty_cache()
@@ -336,15 +426,27 @@ def bench_methods(args: argparse.Namespace, accel: Accel, rows: Optional[List[Di
             save()
     by = {(r["method"], r["mode"]): r for r in rows if "ms_per_image" in r}
     for r in rows:
-        base = r["method"][:-len("_moda")] if r["method"].endswith("_moda") else None
+        base = r["method"][: -len("_moda")] if r["method"].endswith("_moda") else None
         r["base_method"] = base or ""
         b = by.get((base, r["mode"])) if base else None
-        r["overhead_vs_base"] = (r["ms_per_image"] / b["ms_per_image"] - 1.0) if (b and "ms_per_image" in r) else ""
+        r["overhead_vs_base"] = (
+            (r["ms_per_image"] / b["ms_per_image"] - 1.0) if (b and "ms_per_image" in r) else ""
+        )
     if args.data_lsj:
         s, what = time_data_lsj(args.size, args.data_lsj, Path(args.data) if args.data else None)
-        rows.append({"method": "(data)", "mode": "data_lsj", "images_per_s": 1.0 / s, "ms_per_image": 1000.0 * s,
-                     "size": args.size, "device": f"cpu, 1 process ({what})", "precision": "",
-                     "base_method": "", "overhead_vs_base": ""})
+        rows.append(
+            {
+                "method": "(data)",
+                "mode": "data_lsj",
+                "images_per_s": 1.0 / s,
+                "ms_per_image": 1000.0 * s,
+                "size": args.size,
+                "device": f"cpu, 1 process ({what})",
+                "precision": "",
+                "base_method": "",
+                "overhead_vs_base": "",
+            }
+        )
         print(f"data: load + LSJ to {args.size} px: {1000 * s:.1f} ms/img ({what})", flush=True)
     return rows
 
@@ -359,10 +461,13 @@ def count_encoder_flops(name: str, size: int) -> Tuple[float, float]:
     return fc.get_total_flops() / 1e9, sum(p.numel() for p in enc.parameters()) / 1e6
 
 
-def time_encoder(name: str, size: int, batch: int, steps: int, warmup: int, accel: Accel,
-                 compile_: bool) -> Tuple[float, float, float]:
+def time_encoder(
+    name: str, size: int, batch: int, steps: int, warmup: int, accel: Accel, compile_: bool
+) -> Tuple[float, float, float]:
     """(seconds per image, peak MiB, seconds of the first call) of the encoder's forward (no grad)."""
-    with torch.device(accel.device):  # random init on the device itself (vit_h has 637 M parameters)
+    with torch.device(
+        accel.device
+    ):  # random init on the device itself (vit_h has 637 M parameters)
         enc = BACKBONES[name].build_encoder(size).eval()
     enc.requires_grad_(False)
     if compile_:
@@ -390,7 +495,9 @@ def time_encoder(name: str, size: int, batch: int, steps: int, warmup: int, acce
     return s, mem, first
 
 
-def bench_encoders(args: argparse.Namespace, accel: Accel, save: Any = None) -> List[Dict[str, Any]]:
+def bench_encoders(
+    args: argparse.Namespace, accel: Accel, save: Any = None
+) -> List[Dict[str, Any]]:
     """Count every encoder's FLOPs, then time the ``--time-encoders`` and last the compiled ones
     (``save(rows)`` after each, so a run stopped at a time limit keeps what it measured)."""
     rows: List[Dict[str, Any]] = []
@@ -404,30 +511,64 @@ def bench_encoders(args: argparse.Namespace, accel: Accel, save: Any = None) -> 
     for name in names:
         if name not in timed + compiled:
             gflops, params = counted[name]
-            rows.append({"encoder": name, "size": args.encoder_size, "params_m": params, "gflops_per_image": gflops,
-                         "device": device_name(accel.device), "precision": accel.precision, "note": "counted only"})
-            print(f"{name}: {params:.1f} M params, {gflops:.1f} GFLOP/image (not timed)", flush=True)
+            rows.append(
+                {
+                    "encoder": name,
+                    "size": args.encoder_size,
+                    "params_m": params,
+                    "gflops_per_image": gflops,
+                    "device": device_name(accel.device),
+                    "precision": accel.precision,
+                    "note": "counted only",
+                }
+            )
+            print(
+                f"{name}: {params:.1f} M params, {gflops:.1f} GFLOP/image (not timed)", flush=True
+            )
     jobs = [(n, False) for n in names if n in timed] + [(n, True) for n in names if n in compiled]
     for name, comp in jobs:
         gflops, params = counted[name]
-        batch = args.encoder_batch if name in ("vit_t", "vit_b") else max(1, args.encoder_batch // 2)
+        batch = (
+            args.encoder_batch if name in ("vit_t", "vit_b") else max(1, args.encoder_batch // 2)
+        )
         try:
-            s, mem, first = time_encoder(name, args.encoder_size, batch, args.encoder_steps, args.warmup, accel,
-                                         comp)
+            s, mem, first = time_encoder(
+                name, args.encoder_size, batch, args.encoder_steps, args.warmup, accel, comp
+            )
         except Exception as exc:
             print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
-            rows.append({"encoder": name, "compiled": comp, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            rows.append(
+                {"encoder": name, "compiled": comp, "error": f"{type(exc).__name__}: {exc}"[:200]}
+            )
             continue
         tflops = gflops * (1.0 / s) / 1e3
-        rows.append({"encoder": name, "size": args.encoder_size, "batch": batch, "params_m": params,
-                     "gflops_per_image": gflops, "images_per_s": 1.0 / s, "achieved_tflops": tflops,
-                     "spec_peak_tflops": peak or "", "frac_of_spec_peak": (tflops / peak) if peak else "",
-                     "matmul_tflops": mm, "frac_of_matmul": tflops / mm, "peak_mem_mb": mem,
-                     "first_call_s": first, "compiled": comp, "precision": accel.precision,
-                     "device": device_name(accel.device), "note": "random weights"})
-        print(f"{name}{' (compiled)' if comp else ''}: {1.0 / s:8.2f} img/s, {tflops:7.2f} TFLOP/s"
-              f"{f' = {tflops / peak:.1%} of spec peak' if peak else ''}, {tflops / mm:.1%} of matmul, "
-              f"peak {mem:.0f} MiB, first call {first:.1f} s", flush=True)
+        rows.append(
+            {
+                "encoder": name,
+                "size": args.encoder_size,
+                "batch": batch,
+                "params_m": params,
+                "gflops_per_image": gflops,
+                "images_per_s": 1.0 / s,
+                "achieved_tflops": tflops,
+                "spec_peak_tflops": peak or "",
+                "frac_of_spec_peak": (tflops / peak) if peak else "",
+                "matmul_tflops": mm,
+                "frac_of_matmul": tflops / mm,
+                "peak_mem_mb": mem,
+                "first_call_s": first,
+                "compiled": comp,
+                "precision": accel.precision,
+                "device": device_name(accel.device),
+                "note": "random weights",
+            }
+        )
+        print(
+            f"{name}{' (compiled)' if comp else ''}: {1.0 / s:8.2f} img/s, {tflops:7.2f} TFLOP/s"
+            f"{f' = {tflops / peak:.1%} of spec peak' if peak else ''}, {tflops / mm:.1%} of matmul, "
+            f"peak {mem:.0f} MiB, first call {first:.1f} s",
+            flush=True,
+        )
         if save is not None:
             save(rows)
     return rows
@@ -450,34 +591,52 @@ def fmt(v: Any, spec: str = ".1f") -> str:
     return str(v)
 
 
-def markdown(methods: List[Dict[str, Any]], encoders: List[Dict[str, Any]], accel: Accel, args: argparse.Namespace) -> str:
-    lines = [f"Device: **{device_name(accel.device)}**, precision {accel.precision}, torch {torch.__version__}, "
-             f"{dt.date.today().isoformat()}. Methods: {args.backbone} at {args.size} px, train batch {args.batch}, "
-             f"eval batch {args.eval_batch}, synthetic tensors, random weights.", ""]
+def markdown(
+    methods: List[Dict[str, Any]],
+    encoders: List[Dict[str, Any]],
+    accel: Accel,
+    args: argparse.Namespace,
+) -> str:
+    lines = [
+        f"Device: **{device_name(accel.device)}**, precision {accel.precision}, torch {torch.__version__}, "
+        f"{dt.date.today().isoformat()}. Methods: {args.backbone} at {args.size} px, train batch {args.batch}, "
+        f"eval batch {args.eval_batch}, synthetic tensors, random weights.",
+        "",
+    ]
     if methods:
-        lines += ["| method | mode | images/s | ms/image | peak MiB | overhead vs base |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| method | mode | images/s | ms/image | peak MiB | overhead vs base |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in methods:
             if "error" in r:
                 lines.append(f"| {r['method']} | {r['mode']} | failed: {r['error'][:60]} | | | |")
                 continue
             ov = r.get("overhead_vs_base")
-            lines.append(f"| {r['method']} | {r['mode']} | {fmt(r['images_per_s'], '.2f')} | {fmt(r['ms_per_image'])} "
-                         f"| {fmt(r.get('peak_mem_mb', ''), '.0f')} | {'' if ov in ('', None) else f'{ov:+.0%}'} |")
+            lines.append(
+                f"| {r['method']} | {r['mode']} | {fmt(r['images_per_s'], '.2f')} | {fmt(r['ms_per_image'])} "
+                f"| {fmt(r.get('peak_mem_mb', ''), '.0f')} | {'' if ov in ('', None) else f'{ov:+.0%}'} |"
+            )
         lines.append("")
     if encoders:
-        lines += ["| encoder | px | params (M) | GFLOP/img (counted) | batch | images/s | TFLOP/s | of spec peak "
-                  "| of matmul | peak MiB | compiled |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| encoder | px | params (M) | GFLOP/img (counted) | batch | images/s | TFLOP/s | of spec peak "
+            "| of matmul | peak MiB | compiled |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in encoders:
             if "error" in r:
                 lines.append(f"| {r['encoder']} | failed: {r['error'][:60]} |||||||||")
                 continue
             f = r.get("frac_of_spec_peak", "")
             fm = r.get("frac_of_matmul", "")
-            lines.append(f"| {r['encoder']} | {r['size']} | {fmt(r['params_m'])} | {fmt(r['gflops_per_image'])} "
-                         f"| {r.get('batch', '')} | {fmt(r.get('images_per_s', ''), '.2f')} "
-                         f"| {fmt(r.get('achieved_tflops', ''), '.2f')} | {'' if f == '' else f'{f:.1%}'} "
-                         f"| {'' if fm == '' else f'{fm:.1%}'} | {fmt(r.get('peak_mem_mb', ''), '.0f')} "
-                         f"| {r.get('compiled', '')} |")
+            lines.append(
+                f"| {r['encoder']} | {r['size']} | {fmt(r['params_m'])} | {fmt(r['gflops_per_image'])} "
+                f"| {r.get('batch', '')} | {fmt(r.get('images_per_s', ''), '.2f')} "
+                f"| {fmt(r.get('achieved_tflops', ''), '.2f')} | {'' if f == '' else f'{f:.1%}'} "
+                f"| {'' if fm == '' else f'{fm:.1%}'} | {fmt(r.get('peak_mem_mb', ''), '.0f')} "
+                f"| {r.get('compiled', '')} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -487,27 +646,49 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--no-tf32", action="store_true")
-    ap.add_argument("--methods", default=DEFAULT_METHODS, help="comma list; unknown names are skipped")
+    ap.add_argument(
+        "--methods", default=DEFAULT_METHODS, help="comma list; unknown names are skipped"
+    )
     ap.add_argument("--backbone", default="vit_t")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=4, help="training batch (the paper's 4)")
     ap.add_argument("--eval-batch", type=int, default=16)
     ap.add_argument("--loss-points", type=int, default=12544)
-    ap.add_argument("--steps", type=int, default=10, help="timed training steps (evaluation: steps/4 passes)")
+    ap.add_argument(
+        "--steps", type=int, default=10, help="timed training steps (evaluation: steps/4 passes)"
+    )
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="torch.compile the encoder in the method benchmark")
-    ap.add_argument("--data-lsj", type=int, default=32, help="images for the data-pipeline timing (0: skip)")
-    ap.add_argument("--data", help="data root for the data-pipeline timing (default: synthetic arrays)")
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile the encoder in the method benchmark"
+    )
+    ap.add_argument(
+        "--data-lsj", type=int, default=32, help="images for the data-pipeline timing (0: skip)"
+    )
+    ap.add_argument(
+        "--data", help="data root for the data-pipeline timing (default: synthetic arrays)"
+    )
     ap.add_argument("--encoders", default="vit_t,vit_b,vit_l,vit_h", help="FLOPs counted for these")
-    ap.add_argument("--time-encoders", default=None, help="timed too (default: all on CUDA, vit_t,vit_b on the CPU)")
-    ap.add_argument("--compile-encoders", default="", help="also time these compiled (torch.compile)")
+    ap.add_argument(
+        "--time-encoders",
+        default=None,
+        help="timed too (default: all on CUDA, vit_t,vit_b on the CPU)",
+    )
+    ap.add_argument(
+        "--compile-encoders", default="", help="also time these compiled (torch.compile)"
+    )
     ap.add_argument("--encoder-size", type=int, default=1024)
-    ap.add_argument("--encoder-batch", type=int, default=None, help="default 8 on CUDA, 1 on the CPU")
-    ap.add_argument("--encoder-steps", type=int, default=None, help="default 10 on CUDA, 1 on the CPU")
+    ap.add_argument(
+        "--encoder-batch", type=int, default=None, help="default 8 on CUDA, 1 on the CPU"
+    )
+    ap.add_argument(
+        "--encoder-steps", type=int, default=None, help="default 10 on CUDA, 1 on the CPU"
+    )
     ap.add_argument("--skip-methods", action="store_true")
     ap.add_argument("--skip-encoders", action="store_true")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    ap.add_argument("--tag", default=None, help="file-name tag (default: cuda device name or 'cpu')")
+    ap.add_argument(
+        "--tag", default=None, help="file-name tag (default: cuda device name or 'cpu')"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
@@ -521,7 +702,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.encoder_batch = args.encoder_batch or (8 if cuda else 1)
     args.encoder_steps = args.encoder_steps or (10 if cuda else 1)
     tag = args.tag or (torch.cuda.get_device_name(device).replace(" ", "_") if cuda else "cpu")
-    print(f"device {device_name(device)}, precision {precision}, tf32 {accel.tf32}, torch {torch.__version__}", flush=True)
+    print(
+        f"device {device_name(device)}, precision {precision}, tf32 {accel.tf32}, torch {torch.__version__}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     out = Path(args.out)
     methods: List[Dict[str, Any]] = []

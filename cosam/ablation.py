@@ -12,6 +12,7 @@ test checks this), at the cost of the router trainings and the evaluations alone
 
 Results are written to ``<run_dir>/ablations/<name>.json`` and reused when the options match.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from .config import Config, from_dict, merge, validate
 from .errors import CosamError
@@ -36,12 +37,26 @@ def variant_name(options: Mapping[str, Any]) -> str:
     return safe if len(safe) <= 80 else hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-ROUTER_KEYS = ("n_gat", "attention", "train_tokens", "router", "buffer_size", "router_epochs", "router_lr",
-               "router_batch", "token_cache")
+ROUTER_KEYS = (
+    "n_gat",
+    "attention",
+    "train_tokens",
+    "router",
+    "buffer_size",
+    "router_epochs",
+    "router_lr",
+    "router_batch",
+    "token_cache",
+)
 
 
-def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx: Optional[Any] = None,
-            force: bool = False) -> Dict[str, Any]:
+def reroute(
+    run_dir: Path,
+    options: Mapping[str, Any],
+    steps: str = "last",
+    ctx: Optional[Any] = None,
+    force: bool = False,
+) -> Dict[str, Any]:
     """Retrain MoDA's router with ``options`` on a finished run's pool and evaluate.
 
     Arguments:
@@ -63,7 +78,9 @@ def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx:
     run_dir = Path(run_dir)
     bad = [k for k in options if k not in ROUTER_KEYS]
     if bad:
-        raise CosamError(f"reroute changes router options only; {bad} would change the adapters (retrain instead)")
+        raise CosamError(
+            f"reroute changes router options only; {bad} would change the adapters (retrain instead)"
+        )
     if steps not in ("last", "all"):
         raise CosamError(f"steps={steps!r}; valid: last, all")
     if not (run_dir / "DONE").exists():
@@ -79,8 +96,13 @@ def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx:
         if old.get("options") == dict(options):
             return old
     # method_options replace as a whole in config merges: merge the router options in here
-    cfg = from_dict(Config, merge(base_cfg.to_dict(), {"method_options": {**base_cfg.method_options, **options},
-                                                       "progress": False}))
+    cfg = from_dict(
+        Config,
+        merge(
+            base_cfg.to_dict(),
+            {"method_options": {**base_cfg.method_options, **options}, "progress": False},
+        ),
+    )
     validate(cfg)
     from .inspect import load_state
 
@@ -96,8 +118,11 @@ def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx:
     matrix = TaskMatrix(original.tasks, original.probe) if steps == "all" else None
     if matrix is not None:
         cols = original.columns
-        matrix.add_row(original.rows[0], {c: original.value("iou", 0, c) for c in cols},
-                       {c: original.value("biou", 0, c) for c in cols})
+        matrix.add_row(
+            original.rows[0],
+            {c: original.value("iou", 0, c) for c in cols},
+            {c: original.value("biou", 0, c) for c in cols},
+        )
     first = 1 if steps == "all" else len(pool)
     t_start = time.perf_counter()
     iou: Dict[str, float] = {}
@@ -105,7 +130,10 @@ def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx:
     for t in range(first, len(pool) + 1):
         strategy.pool = pool[:t]
         strategy.pool_tasks = tasks[:t]
-        strategy.buffer = {task.name: select_buffer(task, strategy.opts.buffer_size, cfg.seed) for task in tasks[:t]}
+        strategy.buffer = {
+            task.name: select_buffer(task, strategy.opts.buffer_size, cfg.seed)
+            for task in tasks[:t]
+        }
         strategy.router = None
         strategy._loaded = None
         t0 = time.perf_counter()
@@ -127,10 +155,19 @@ def reroute(run_dir: Path, options: Mapping[str, Any], steps: str = "last", ctx:
         summary.update({f"{k}_iou": v for k, v in matrix.summary("iou").items()})
         summary.update({f"{k}_biou": v for k, v in matrix.summary("biou").items()})
     result = {
-        "run": str(run_dir), "method": cfg.method, "options": dict(options), "name": name, "steps": steps,
-        "resolved_options": dataclasses.asdict(strategy.opts), "summary": summary,
-        "per_task": final["per_task"], "confusion": final["confusion"], "router_log": strategy.router_log,
-        "router_seconds": strategy.router_seconds, "iou": iou, "biou": biou,
+        "run": str(run_dir),
+        "method": cfg.method,
+        "options": dict(options),
+        "name": name,
+        "steps": steps,
+        "resolved_options": dataclasses.asdict(strategy.opts),
+        "summary": summary,
+        "per_task": final["per_task"],
+        "confusion": final["confusion"],
+        "router_log": strategy.router_log,
+        "router_seconds": strategy.router_seconds,
+        "iou": iou,
+        "biou": biou,
         "seconds": time.perf_counter() - t_start,
         "matrix": None if matrix is None else matrix.to_dict(),
     }

@@ -10,6 +10,7 @@ precision resolves to fp32, :meth:`Accel.autocast` is a ``nullcontext``, TF32 fl
 untouched and nothing is compiled, so CPU results are bit-identical to a build without this
 module. Under ``torchrun`` each process takes ``cuda:<LOCAL_RANK>``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,7 +78,12 @@ class Accel:
     def describe(self) -> dict:
         """JSON-able record of what ran (written into config.json's ``resolved``)."""
         name = torch.cuda.get_device_name(self.device) if self.is_cuda else "cpu"
-        return {"device": str(self.device), "device_name": name, "precision": self.precision, "tf32": self.tf32}
+        return {
+            "device": str(self.device),
+            "device_name": name,
+            "precision": self.precision,
+            "tf32": self.tf32,
+        }
 
 
 CPU = Accel(torch.device("cpu"))
@@ -95,12 +101,16 @@ def resolve_device(name: str = "auto", local_rank: Optional[int] = None) -> torc
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     name = str(name)
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        return (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device={name!r} but this machine has no CUDA device; use device=auto or device=cpu")
+            raise ConfigError(
+                f"device={name!r} but this machine has no CUDA device; use device=auto or device=cpu"
+            )
         return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
     raise ConfigError(f"device={name!r}; valid: auto, cpu, cuda, cuda:N")
 

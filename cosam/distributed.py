@@ -29,6 +29,7 @@ is the ordinary single process, bit for bit. Under torchrun:
 
 Single node assumed for the run folder and the feature cache (a shared file system otherwise).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -77,7 +78,11 @@ SINGLE = DistInfo()
 def info() -> DistInfo:
     """The current process group's ranks, or :data:`SINGLE` when none is initialised."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        return DistInfo(
+            dist.get_rank(),
+            dist.get_world_size(),
+            int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+        )
     return SINGLE
 
 
@@ -97,7 +102,9 @@ def init(device: torch.device, timeout_s: float = 1800.0) -> DistInfo:
     if world <= 1:
         return SINGLE
     if not dist.is_available():
-        raise CosamError("WORLD_SIZE > 1 but this torch build has no torch.distributed; run one process")
+        raise CosamError(
+            "WORLD_SIZE > 1 but this torch build has no torch.distributed; run one process"
+        )
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs: dict = {"backend": backend, "timeout": timedelta(seconds=timeout_s)}
     if device.type == "cuda":
@@ -129,7 +136,7 @@ def barrier() -> None:
 def shard(idx: Tensor, me: Optional[DistInfo] = None) -> Tensor:
     """This rank's share ``idx[rank::world]`` of a global batch of indices (all of it in one process)."""
     me = me or info()
-    return idx if not me.enabled else idx[me.rank::me.world_size]
+    return idx if not me.enabled else idx[me.rank :: me.world_size]
 
 
 def rank_generator(shared: torch.Generator, me: Optional[DistInfo] = None) -> torch.Generator:
@@ -171,8 +178,11 @@ def average_gradients(params: Sequence[nn.Parameter], n_local: int) -> int:
     if not params:
         return int(all_reduce_sum([n_local], torch.device("cpu"))[0])
     device = params[0].device
-    head = torch.tensor([float(p.grad is not None) for p in params] + [float(n_local)], dtype=torch.float64,
-                        device=device)
+    head = torch.tensor(
+        [float(p.grad is not None) for p in params] + [float(n_local)],
+        dtype=torch.float64,
+        device=device,
+    )
     dist.all_reduce(head)
     n_global = int(head[-1].item())
     has = [bool(h > 0) for h in head[:-1].tolist()]
@@ -190,7 +200,7 @@ def average_gradients(params: Sequence[nn.Parameter], n_local: int) -> int:
         offset = 0
         for p in group:
             n = p.grad.numel()
-            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
             offset += n
     return n_global
 
@@ -209,13 +219,17 @@ def assert_in_sync(params: Sequence[Tensor], what: str = "trainable parameters")
     """Raise if the ranks' copies of ``params`` differ (compares float64 sums and sums of squares)."""
     if not info().enabled or not params:
         return
-    sig = torch.stack([torch.stack([p.double().sum(), p.double().pow(2).sum()]) for p in params]).flatten()
+    sig = torch.stack(
+        [torch.stack([p.double().sum(), p.double().pow(2).sum()]) for p in params]
+    ).flatten()
     lo, hi = sig.clone(), sig.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     if not torch.equal(lo, hi):
-        raise CosamError(f"data-parallel ranks diverged: their {what} differ after a task "
-                         f"(max difference {float((hi - lo).abs().max()):.3g}); this is a bug, please report it")
+        raise CosamError(
+            f"data-parallel ranks diverged: their {what} differ after a task "
+            f"(max difference {float((hi - lo).abs().max()):.3g}); this is a bug, please report it"
+        )
 
 
 def gather_objects(obj: Any) -> List[Any]:

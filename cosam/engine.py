@@ -12,6 +12,7 @@ uninterrupted one.
 Device and precision come from :mod:`cosam.accel` (no-ops on the CPU); under ``torchrun`` the
 loop runs data-parallel, sharding batches and evaluation (:mod:`cosam.distributed`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -29,22 +30,21 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import distributed
-from .accel import CPU, Accel, keep_on_device, maybe_compile, setup as setup_accel
-from .config import Config, config_from_file, from_dict
-from .data.benchmark import Benchmark, Task, build_benchmark
-from .data.domains import TASK_IDS, PROBE_TASK_ID
+from . import distributed, faults, metrics
+from .accel import CPU, Accel, keep_on_device, maybe_compile
+from .accel import setup as setup_accel
+from .config import Config, from_dict
+from .data.benchmark import Benchmark, build_benchmark
+from .data.custom import data_root_for, is_layout_file, load_custom_layout
 from .data.prompts import Prompt, draw_prompt_types, make_prompt
 from .data.reader import SamplePath, load_pair
 from .data.synthetic import make_synthetic_benchmark
 from .data.transforms import large_scale_jitter
 from .errors import CheckpointError, ConfigError, CosamError
-from . import faults
 from .features import FeatureCache, SampleStore
 from .io import REPO_ROOT, provenance, read_json, torch_save, write_csv, write_json
 from .methods import get_method
-from .methods.base import Batch, Experience, Strategy
-from . import metrics
+from .methods.base import Batch, Strategy
 from .metrics import TaskMatrix, score_logits
 from .models.registry import build_sam, find_checkpoint
 from .models.sam import SamModel
@@ -73,8 +73,15 @@ def feature_cache_dir(cfg: Config, accel: Accel) -> Path:
 
 
 def resolve_data_root(cfg: Config) -> Path:
-    """``data.root`` -> ``$COSAM_DATA`` -> ``../shared/data/cosam-mini`` -> generated synthetic data."""
+    """``data.root`` -> the ``root`` of a custom layout file -> ``$COSAM_DATA`` ->
+    ``../shared/data/cosam-mini`` -> generated synthetic data."""
     root = cfg.data.root
+    if is_layout_file(cfg.data.layout):
+        # a layout file's own root wins over the generated data of a profile (smoke)
+        given = Path(root).expanduser() if root and root != "synthetic" else None
+        own = data_root_for(load_custom_layout(Path(cfg.data.layout)), given)
+        if own is not None:
+            return own
     if root == "synthetic":
         return make_synthetic_benchmark(default_cache_dir(cfg) / "synthetic-data")
     if root:
@@ -86,21 +93,37 @@ def resolve_data_root(cfg: Config) -> Path:
     if shared.is_dir():
         return shared
     if cfg.data.synthetic_if_missing:
-        log.warning("no data found (data.root, $COSAM_DATA, %s): using a generated SYNTHETIC benchmark", shared)
+        log.warning(
+            "no data found (data.root, $COSAM_DATA, %s): using a generated SYNTHETIC benchmark",
+            shared,
+        )
         return make_synthetic_benchmark(default_cache_dir(cfg) / "synthetic-data")
-    raise CosamError(f"no benchmark data: set data.root or COSAM_DATA, or place cosam-mini at {shared}")
+    raise CosamError(
+        f"no benchmark data: set data.root or COSAM_DATA, or place cosam-mini at {shared}"
+    )
 
 
 def build_model(cfg: Config) -> SamModel:
     """The frozen SAM model of ``cfg.model``, falling back to ``fallback_backbone`` if its weights are absent."""
     m = cfg.model
     wdir = Path(m.weights_dir) if m.weights_dir else None
-    if m.pretrained and not m.checkpoint and find_checkpoint(m.backbone, wdir) is None and m.fallback_backbone:
+    if (
+        m.pretrained
+        and not m.checkpoint
+        and find_checkpoint(m.backbone, wdir) is None
+        and m.fallback_backbone
+    ):
         if find_checkpoint(m.fallback_backbone, wdir) is not None:
-            log.warning("no %s checkpoint found; falling back to %s at %s px", m.backbone, m.fallback_backbone,
-                        m.fallback_image_size)
+            log.warning(
+                "no %s checkpoint found; falling back to %s at %s px",
+                m.backbone,
+                m.fallback_backbone,
+                m.fallback_image_size,
+            )
             return build_sam(m.fallback_backbone, None, m.fallback_image_size, wdir)
-    return build_sam(m.backbone, Path(m.checkpoint) if m.checkpoint else None, m.image_size, wdir, m.pretrained)
+    return build_sam(
+        m.backbone, Path(m.checkpoint) if m.checkpoint else None, m.image_size, wdir, m.pretrained
+    )
 
 
 def order_tag(cfg: Config) -> str:
@@ -111,7 +134,10 @@ def order_tag(cfg: Config) -> str:
 def run_dir_for(cfg: Config) -> Path:
     """``<results_dir>/<profile>/<run_name>``; by default ``<method>-<order>-s<seed>``, with ``-val``
     appended when the run is measured on the validation split."""
-    name = cfg.run_name or f"{cfg.method}-{order_tag(cfg)}-s{cfg.seed}{'-val' if cfg.eval.split == 'val' else ''}"
+    name = (
+        cfg.run_name
+        or f"{cfg.method}-{order_tag(cfg)}-s{cfg.seed}{'-val' if cfg.eval.split == 'val' else ''}"
+    )
     return Path(cfg.results_dir) / cfg.profile / name
 
 
@@ -134,7 +160,10 @@ def task_generator(seed: int, step: int) -> torch.Generator:
 
 def make_prompts(labels: Tensor, cfg: Config, gen: torch.Generator, mask_size: int) -> List[Prompt]:
     kinds = draw_prompt_types(labels.shape[0], gen, cfg.train.prompt_types)
-    return [make_prompt(labels[i], k, gen, n_points=cfg.train.n_points, mask_size=mask_size) for i, k in enumerate(kinds)]
+    return [
+        make_prompt(labels[i], k, gen, n_points=cfg.train.n_points, mask_size=mask_size)
+        for i, k in enumerate(kinds)
+    ]
 
 
 class TrainSource:
@@ -149,8 +178,15 @@ class TrainSource:
     global batch (:mod:`cosam.distributed`).
     """
 
-    def __init__(self, samples: Sequence[Tuple[SamplePath, int]], strategy: Strategy, cfg: Config,
-                 cache: FeatureCache, store: SampleStore, accel: Optional[Accel] = None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Tuple[SamplePath, int]],
+        strategy: Strategy,
+        cfg: Config,
+        cache: FeatureCache,
+        store: SampleStore,
+        accel: Optional[Accel] = None,
+    ) -> None:
         self.samples = list(samples)
         self.strategy = strategy
         self.cfg = cfg
@@ -160,9 +196,14 @@ class TrainSource:
         self.task_ids = torch.tensor([t for _, t in self.samples], dtype=torch.long)
         self.cached = cfg.train.augment == "none" and not strategy.needs_pixels
         self.model = strategy.model
-        if self.dist.enabled and min(cfg.train.batch_size, len(self.samples)) < self.dist.world_size:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} on {len(self.samples)} training images "
-                              f"cannot feed {self.dist.world_size} processes; use fewer processes or a larger batch")
+        if (
+            self.dist.enabled
+            and min(cfg.train.batch_size, len(self.samples)) < self.dist.world_size
+        ):
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} on {len(self.samples)} training images "
+                f"cannot feed {self.dist.world_size} processes; use fewer processes or a larger batch"
+            )
         if self.cached:
             paths = [s for s, _ in self.samples]
             prefill_cache(cache, store, paths)
@@ -194,7 +235,7 @@ class TrainSource:
         perm = torch.randperm(len(self.samples), generator=gen)
         local_gen = distributed.rank_generator(gen, self.dist)
         for b in range(self.n_batches()):
-            idx = distributed.shard(perm[b * bs:(b + 1) * bs], self.dist)
+            idx = distributed.shard(perm[b * bs : (b + 1) * bs], self.dist)
             yield self.batch(idx, local_gen)
 
     def batch(self, idx: Tensor, gen: torch.Generator) -> Batch:
@@ -205,13 +246,21 @@ class TrainSource:
             if self.accel.is_cuda:
                 emb, interm = move(emb).float(), move(interm).float()
         else:
-            pairs = [load_pair(self.samples[i][0], self.cfg.data.allow_nonbinary_masks) for i in idx.tolist()]
+            pairs = [
+                load_pair(self.samples[i][0], self.cfg.data.allow_nonbinary_masks)
+                for i in idx.tolist()
+            ]
             size = self.model.image_size
             if self.cfg.train.augment == "lsj":
                 out = [large_scale_jitter(im, m, size, gen) for im, m in pairs]
             else:
-                out = [(self.store.get(self.samples[i][0], keep_image=True).image,
-                        self.store.get(self.samples[i][0]).label.float() / 255.0) for i in idx.tolist()]
+                out = [
+                    (
+                        self.store.get(self.samples[i][0], keep_image=True).image,
+                        self.store.get(self.samples[i][0]).label.float() / 255.0,
+                    )
+                    for i in idx.tolist()
+                ]
             images = move(torch.stack([o[0] for o in out]))
             labels = torch.stack([o[1] for o in out]).float()
             with self.accel.autocast():
@@ -225,7 +274,7 @@ def prefill_cache(cache: FeatureCache, store: SampleStore, samples: Sequence[Sam
     first, so the ranks then read, rather than each recompute, every entry. No-op in one process."""
     me = distributed.info()
     if me.enabled:
-        cache.get(list(samples)[me.rank::me.world_size], store)
+        cache.get(list(samples)[me.rank :: me.world_size], store)
         distributed.barrier()
 
 
@@ -234,10 +283,12 @@ def prefill_cache(cache: FeatureCache, store: SampleStore, samples: Sequence[Sam
 # ---------------------------------------------------------------------------------------------
 
 
-def fit(strategy: Strategy, source: TrainSource, cfg: Config, gen: torch.Generator, desc: str = "") -> Dict[str, Any]:
+def fit(
+    strategy: Strategy, source: TrainSource, cfg: Config, gen: torch.Generator, desc: str = ""
+) -> Dict[str, Any]:
     """Train ``strategy.trainable_parameters()`` on ``source`` for ``train.epochs`` epochs.
 
-    Adam (reference §5) with StepLR; returns loss history and timing. Forward passes and the
+    Adam (protocol §5) with StepLR; returns loss history and timing. Forward passes and the
     loss run under ``source.accel``'s autocast; under torchrun the gradients are averaged over
     the ranks before each step and the loss history is that of the global batches.
     """
@@ -248,18 +299,27 @@ def fit(strategy: Strategy, source: TrainSource, cfg: Config, gen: torch.Generat
     # a duck-typed source (tests, benchmarks) without these runs on the CPU in one process
     accel, me = getattr(source, "accel", CPU), getattr(source, "dist", distributed.SINGLE)
     distributed.broadcast_parameters(params)
-    opt = torch.optim.Adam(params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=t.weight_decay)
+    opt = torch.optim.Adam(
+        params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=t.weight_decay
+    )
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
     strategy.train()
     history: List[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=t.epochs * source.n_batches(), desc=desc or "train", unit="batch",
-               disable=not cfg.progress or not me.is_main, leave=False)
+    bar = tqdm(
+        total=t.epochs * source.n_batches(),
+        desc=desc or "train",
+        unit="batch",
+        disable=not cfg.progress or not me.is_main,
+        leave=False,
+    )
     for epoch in range(t.epochs):
         total, n = 0.0, 0
         for batch in source.batches(gen):
             with accel.autocast():
-                logits = strategy.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
+                logits = strategy.predict(
+                    batch.embeddings, batch.interm, batch.prompts, batch.task_ids
+                )
                 losses = strategy.training_loss(batch, logits.float())
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -312,18 +372,33 @@ class EvalSet:
         return out
 
 
-def make_eval_sets(bench: Benchmark, cache: FeatureCache, store: SampleStore, encode_now: bool) -> List[EvalSet]:
+def make_eval_sets(
+    bench: Benchmark, cache: FeatureCache, store: SampleStore, encode_now: bool
+) -> List[EvalSet]:
     """One set per task (and the probe) on the benchmark's evaluation split (``bench.eval_split``:
     test, or validation, where there is no probe)."""
     sets = []
     split = bench.eval_split
     if encode_now:
-        prefill_cache(cache, store, [s for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])
-                                     for s in t.eval_samples(split)])
+        prefill_cache(
+            cache,
+            store,
+            [
+                s
+                for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])
+                for s in t.eval_samples(split)
+            ],
+        )
     for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
         samples = list(task.eval_samples(split))
         items = [store.get(s) for s in samples]
-        es = EvalSet(task.name, task.task_id, samples, torch.stack([i.box for i in items]), [i.gt for i in items])
+        es = EvalSet(
+            task.name,
+            task.task_id,
+            samples,
+            torch.stack([i.box for i in items]),
+            [i.gt for i in items],
+        )
         if encode_now:
             es.emb, es.interm = cache.get(es.samples, store)
         sets.append(es)
@@ -331,8 +406,13 @@ def make_eval_sets(bench: Benchmark, cache: FeatureCache, store: SampleStore, en
 
 
 @torch.no_grad()
-def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: SampleStore,
-             accel: Optional[Accel] = None) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, list]]:
+def evaluate(
+    strategy: Strategy,
+    sets: Sequence[EvalSet],
+    cfg: Config,
+    store: SampleStore,
+    accel: Optional[Accel] = None,
+) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, list]]:
     """Dataset IoU and BIoU (mean over images) of every set, with a GT-box prompt per image.
 
     Under torchrun the batches are dealt round-robin over the ranks and the scores gathered, so
@@ -355,15 +435,27 @@ def evaluate(strategy: Strategy, sets: Sequence[EvalSet], cfg: Config, store: Sa
                 continue
             sl = slice(start, start + bs)
             with accel.autocast():
-                prompts = [Prompt(kind="box", box=b, points=None, point_labels=None, mask=None) for b in es.boxes[sl]]
+                prompts = [
+                    Prompt(kind="box", box=b, points=None, point_labels=None, mask=None)
+                    for b in es.boxes[sl]
+                ]
                 tids = accel.move(torch.full((len(prompts),), es.task_id, dtype=torch.long))
                 if es.emb is not None:
-                    logits = strategy.predict(accel.move(es.emb[sl]), accel.move(es.interm[sl]), prompts, tids,
-                                              samples=es.samples[sl])
+                    logits = strategy.predict(
+                        accel.move(es.emb[sl]),
+                        accel.move(es.interm[sl]),
+                        prompts,
+                        tids,
+                        samples=es.samples[sl],
+                    )
                 else:
-                    images = accel.move(torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]]))
+                    images = accel.move(
+                        torch.stack([store.get(s, keep_image=True).image for s in es.samples[sl]])
+                    )
                     logits = strategy.predict_images(images, prompts, tids, samples=es.samples[sl])
-            batch_scores = score_logits(logits.float(), es.gts[sl], gt_boundaries=es.boundary_indices(sl))
+            batch_scores = score_logits(
+                logits.float(), es.gts[sl], gt_boundaries=es.boundary_indices(sl)
+            )
             scores.extend(batch_scores)
             mine[(si, start)] = batch_scores
         if me.enabled:
@@ -403,13 +495,17 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as exc:
-            raise CosamError(f"cannot write the run folder {self.path.parent}: {exc.strerror or exc} "
-                             f"(choose a writable results_dir)") from None
+            raise CosamError(
+                f"cannot write the run folder {self.path.parent}: {exc.strerror or exc} "
+                f"(choose a writable results_dir)"
+            ) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise CosamError(f"run folder {self.path.parent} is in use by another cosam process; wait for it or use another run_name") from None
+            raise CosamError(
+                f"run folder {self.path.parent} is in use by another cosam process; wait for it or use another run_name"
+            ) from None
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -465,7 +561,9 @@ def method_version(method_cls: Any) -> str:
     return f"{method_cls.name or method_cls.__name__}/{getattr(method_cls, 'code_version', 1)}"
 
 
-def run_identity(bench: Benchmark, model: SamModel, accel: Accel, method_cls: Any) -> Dict[str, Any]:
+def run_identity(
+    bench: Benchmark, model: SamModel, accel: Accel, method_cls: Any
+) -> Dict[str, Any]:
     """What decides a run's numbers beyond its config: recorded in config.json (``resolved.identity``)
     and compared before a finished run is reused or an unfinished one resumed.
 
@@ -514,8 +612,9 @@ def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def config_differences(old_meta: Dict[str, Any], cfg: Config,
-                       identity: Optional[Dict[str, Any]] = None) -> List[str]:
+def config_differences(
+    old_meta: Dict[str, Any], cfg: Config, identity: Optional[Dict[str, Any]] = None
+) -> List[str]:
     """What differs between a recorded run (its config.json) and a run of ``cfg`` now.
 
     Arguments:
@@ -535,13 +634,18 @@ def config_differences(old_meta: Dict[str, Any], cfg: Config,
         used_fallback = resolved["backbone"] != old["model"]["backbone"]
     a = _flat(_comparable(old, used_fallback))
     b = _flat(_comparable(cfg.to_dict(), used_fallback))
-    diffs = [f"{k}: recorded {a.get(k, '(absent)')!r}, now {b.get(k, '(absent)')!r}"
-             for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    diffs = [
+        f"{k}: recorded {a.get(k, '(absent)')!r}, now {b.get(k, '(absent)')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "(absent)") != b.get(k, "(absent)")
+    ]
     recorded = resolved.get("identity")
     want = identity if identity is not None else static_identity(cfg)
     if not isinstance(recorded, dict):
-        diffs.append(f"identity: not recorded (a run of results schema 1, made before the thread count, device, "
-                     f"data content and code version were recorded), now {want!r}")
+        diffs.append(
+            f"identity: not recorded (a run of results schema 1, made before the thread count, device, "
+            f"data content and code version were recorded), now {want!r}"
+        )
         return diffs
     for k, v in want.items():
         if recorded.get(k, "(absent)") != v:
@@ -549,13 +653,15 @@ def config_differences(old_meta: Dict[str, Any], cfg: Config,
     return diffs
 
 
-def check_reusable(run_dir: Path, cfg: Config, identity: Optional[Dict[str, Any]], what: str) -> None:
+def check_reusable(
+    run_dir: Path, cfg: Config, identity: Optional[Dict[str, Any]], what: str
+) -> None:
     """Raise unless the run recorded in ``run_dir`` may be reused (finished) or resumed (unfinished).
 
     Raises:
       CosamError: naming every differing key and the way out.
     """
-    diffs = config_differences(read_json(run_dir / "config.json"), cfg, identity)
+    diffs = config_differences(read_run_meta(run_dir, what), cfg, identity)
     if diffs:
         fix = "pass --force to re-run it" if what == "finished" else "pass --force to restart it"
         raise CosamError(
@@ -581,9 +687,38 @@ def _with_new_defaults(old: Dict[str, Any]) -> Dict[str, Any]:
         return old
 
 
-def _same_config(old_meta: Dict[str, Any], cfg: Config, identity: Optional[Dict[str, Any]] = None) -> bool:
+def _same_config(
+    old_meta: Dict[str, Any], cfg: Config, identity: Optional[Dict[str, Any]] = None
+) -> bool:
     """Whether a recorded run (its config.json) was made with ``cfg`` (see :func:`config_differences`)."""
     return not config_differences(old_meta, cfg, identity)
+
+
+def read_run_meta(run_dir: Path, kind: str) -> Dict[str, Any]:
+    """The ``config.json`` of a ``kind`` ("finished" / "unfinished") run folder, checked enough to be
+    compared with a config; an unreadable one is a CosamError that names the file and the fix."""
+    path = run_dir / "config.json"
+    meta: Any = None
+    try:
+        meta = read_json(path)
+        why = (
+            None
+            if isinstance(meta, dict) and isinstance(meta.get("config"), dict)
+            else "it has no 'config' entry"
+        )
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        why = (
+            exc.strerror
+            if isinstance(exc, OSError) and exc.strerror
+            else " ".join(str(exc).split())
+        )
+    if why is not None:
+        raise CosamError(
+            f"{path} of the {kind} run in {run_dir} cannot be read ({why}), so it cannot be "
+            f"compared with this config; fix: pass --force to rerun it from scratch, or set run_name "
+            f"to use another folder"
+        )
+    return meta
 
 
 @dataclass
@@ -620,7 +755,9 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
         check_reusable(run_dir, cfg, run_identity(bench, ctx.model, accel, method_cls), "finished")
         log.info("%s is finished; reusing it (pass --force to rerun)", run_dir)
         return run_dir
-    bench = _prepare(cfg, ctx, accel)  # every input is read and validated before anything is written
+    bench = _prepare(
+        cfg, ctx, accel
+    )  # every input is read and validated before anything is written
     assert ctx.model is not None
     identity = run_identity(bench, ctx.model, accel, method_cls)
     with RunLock(run_dir) if me.is_main else contextlib.nullcontext():
@@ -637,9 +774,19 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
 def _benchmark(cfg: Config) -> Benchmark:
     """The file lists of ``cfg``'s run: train and validation only when ``eval.split`` is ``val``."""
     root = resolve_data_root(cfg)
-    return build_benchmark(root, cfg.data.layout, cfg.data.order, cfg.seed, cfg.data.train_cap, cfg.data.test_cap,
-                           cfg.data.probe_cap, cfg.data.include_probe, val_cap=cfg.data.val_cap,
-                           eval_split=cfg.eval.split, domains=cfg.data.tasks)
+    return build_benchmark(
+        root,
+        cfg.data.layout,
+        cfg.data.order,
+        cfg.seed,
+        cfg.data.train_cap,
+        cfg.data.test_cap,
+        cfg.data.probe_cap,
+        cfg.data.include_probe,
+        val_cap=cfg.data.val_cap,
+        eval_split=cfg.eval.split,
+        domains=cfg.data.tasks,
+    )
 
 
 def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
@@ -656,8 +803,17 @@ def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
 
 def _ensure_model(cfg: Config, ctx: Context, accel: Accel = CPU) -> None:
     """Build ``ctx``'s model, sample store and feature cache unless it holds them for ``cfg``."""
-    key = (cfg.model.backbone, cfg.model.checkpoint, cfg.model.image_size, cfg.model.pretrained, cfg.model.weights_dir,
-           cfg.data.allow_nonbinary_masks, accel, cfg.train.compile, torch.get_num_threads())
+    key = (
+        cfg.model.backbone,
+        cfg.model.checkpoint,
+        cfg.model.image_size,
+        cfg.model.pretrained,
+        cfg.model.weights_dir,
+        cfg.data.allow_nonbinary_masks,
+        accel,
+        cfg.train.compile,
+        torch.get_num_threads(),
+    )
     if ctx.model is None or ctx.key != key:
         ctx.model = build_model(cfg)
         if accel.device.type != "cpu":
@@ -666,10 +822,15 @@ def _ensure_model(cfg: Config, ctx: Context, accel: Accel = CPU) -> None:
         ctx.key = key
         ctx.accel = accel
         ctx.store = SampleStore(ctx.model.image_size, cfg.data.allow_nonbinary_masks)
-        ctx.cache = FeatureCache(feature_cache_dir(cfg, accel), ctx.model, cfg.train.cache_dtype,
-                                 progress=cfg.progress and distributed.info().is_main,
-                                 enabled=cfg.train.cache_features, accel=accel,
-                                 batch_size=16 if accel.is_cuda else 4)
+        ctx.cache = FeatureCache(
+            feature_cache_dir(cfg, accel),
+            ctx.model,
+            cfg.train.cache_dtype,
+            progress=cfg.progress and distributed.info().is_main,
+            enabled=cfg.train.cache_features,
+            accel=accel,
+            batch_size=16 if accel.is_cuda else 4,
+        )
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -686,8 +847,16 @@ def _remove_if_empty(run_dir: Path) -> None:
             pass
 
 
-def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Benchmark, method_cls: Any,
-                t_start: float, identity: Dict[str, Any]) -> Path:
+def _run_locked(
+    cfg: Config,
+    run_dir: Path,
+    force: bool,
+    ctx: Context,
+    bench: Benchmark,
+    method_cls: Any,
+    t_start: float,
+    identity: Dict[str, Any],
+) -> Path:
     state_dir = run_dir / "state"
     me, accel = distributed.info(), ctx.accel
     if force and me.is_main:
@@ -711,10 +880,17 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
         "config": cfg.to_dict(),
         "provenance": provenance(),
         "resolved": {
-            "data_root": str(root), "synthetic": bench.synthetic, "order": list(bench.order),
-            "backbone": model.backbone, "checkpoint": model.checkpoint, "weights_id": model.weights_id,
-            "image_size": model.image_size, "method_options": strategy.options_dict(),
-            "benchmark": bench.summary(), "eval_split": bench.eval_split, "layout": bench.layout,
+            "data_root": str(root),
+            "synthetic": bench.synthetic,
+            "order": list(bench.order),
+            "backbone": model.backbone,
+            "checkpoint": model.checkpoint,
+            "weights_id": model.weights_id,
+            "image_size": model.image_size,
+            "method_options": strategy.options_dict(),
+            "benchmark": bench.summary(),
+            "eval_split": bench.eval_split,
+            "layout": bench.layout,
             "accel": {**accel.describe(), "world_size": me.world_size},
             "identity": identity,
         },
@@ -730,8 +906,25 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
     if ckpts:
         try:
             state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or not {"strategy", "matrix", "timing", "step"} <= set(
+                state
+            ):
+                raise ValueError("not a cosam resume state")
         except Exception as exc:
-            raise CheckpointError(f"cannot read resume state {ckpts[-1]} ({exc}); delete it to resume from the step before") from None
+            why = (
+                "it is not a cosam resume state"
+                if isinstance(exc, ValueError) and "cosam" in str(exc)
+                else "the file is truncated or corrupt"
+            )
+            # older steps are deleted once a newer one is written: normally this is the only one kept
+            fix = (
+                f"delete it to resume from {ckpts[-2].name}, or pass --force to restart the run"
+                if len(ckpts) > 1
+                else "it is the only saved step of this run, so pass --force to restart the run from the beginning"
+            )
+            raise CheckpointError(
+                f"cannot read the resume state {ckpts[-1]}: {why}; fix: {fix}"
+            ) from None
         strategy.load_method_state(state["strategy"])
         matrix = TaskMatrix.from_dict(state["matrix"])
         timing = state["timing"]
@@ -755,8 +948,15 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
         account()
         if not me.is_main:
             return
-        torch_save(state_dir / f"step_{step}.pt", {"strategy": strategy.method_state(), "matrix": matrix.to_dict(),
-                                                   "timing": timing, "step": step})
+        torch_save(
+            state_dir / f"step_{step}.pt",
+            {
+                "strategy": strategy.method_state(),
+                "matrix": matrix.to_dict(),
+                "timing": timing,
+                "step": step,
+            },
+        )
         faults.point("checkpoint")
         for old in state_dir.glob("step_*.pt"):
             if int(old.stem.split("_")[1]) < step:
@@ -779,7 +979,13 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
             samples = strategy.training_samples(exp)
             source = TrainSource(samples, strategy, cfg, cache, store, accel)
             strategy.before_task(exp)
-            stats = fit(strategy, source, cfg, gen, desc=f"{cfg.method} {step}/{len(experiences)} {exp.name}")
+            stats = fit(
+                strategy,
+                source,
+                cfg,
+                gen,
+                desc=f"{cfg.method} {step}/{len(experiences)} {exp.name}",
+            )
             strategy.after_task(exp, source.unsharded())
             t0 = time.perf_counter()
             iou, biou, per = evaluate(strategy, sets, cfg, store, accel)
@@ -787,11 +993,25 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
             matrix.add_row(exp.name, iou, biou, per)
             timing["train_s"] += stats["seconds"]
             timing["eval_s"] += eval_s
-            timing["steps"].append({"step": step, "name": exp.name, "n_train": len(source), "train_s": stats["seconds"],
-                                    "epoch_s": stats["seconds"] / max(stats["epochs"], 1), "eval_s": eval_s,
-                                    "peak_rss_mb": peak_rss_mb(), "loss": stats["loss"]})
-            log.info("%s step %d (%s): IoU on it %.3f", cfg.method, step, exp.name,
-                     iou.get(exp.name, float("nan")) if len(exp.tasks) == 1 else float("nan"))
+            timing["steps"].append(
+                {
+                    "step": step,
+                    "name": exp.name,
+                    "n_train": len(source),
+                    "train_s": stats["seconds"],
+                    "epoch_s": stats["seconds"] / max(stats["epochs"], 1),
+                    "eval_s": eval_s,
+                    "peak_rss_mb": peak_rss_mb(),
+                    "loss": stats["loss"],
+                }
+            )
+            log.info(
+                "%s step %d (%s): IoU on it %.3f",
+                cfg.method,
+                step,
+                exp.name,
+                iou.get(exp.name, float("nan")) if len(exp.tasks) == 1 else float("nan"),
+            )
             checkpoint(step)
 
     account()
@@ -801,8 +1021,14 @@ def _run_locked(cfg: Config, run_dir: Path, force: bool, ctx: Context, bench: Be
     return run_dir
 
 
-def _write_results(run_dir: Path, matrix: TaskMatrix, strategy: Strategy, timing: Dict[str, Any], cfg: Config,
-                   bench: Benchmark) -> None:
+def _write_results(
+    run_dir: Path,
+    matrix: TaskMatrix,
+    strategy: Strategy,
+    timing: Dict[str, Any],
+    cfg: Config,
+    bench: Benchmark,
+) -> None:
     write_json(run_dir / "matrix.json", matrix.to_dict())
     faults.point("write")
     write_csv(run_dir / "matrix.csv", matrix.to_long_rows())
@@ -816,7 +1042,16 @@ def _write_results(run_dir: Path, matrix: TaskMatrix, strategy: Strategy, timing
         per = matrix.per_image(r) or {}
         for col, scores in per.items():
             for i, (a, b) in enumerate(scores):
-                per_rows.append({"row": r, "row_label": matrix.rows[r], "dataset": col, "index": i, "iou": a, "biou": b})
+                per_rows.append(
+                    {
+                        "row": r,
+                        "row_label": matrix.rows[r],
+                        "dataset": col,
+                        "index": i,
+                        "iou": a,
+                        "biou": b,
+                    }
+                )
     write_csv(run_dir / "per_image.csv", per_rows)
     write_json(run_dir / "costs.json", {**strategy.cost(), "timing": timing})
     write_json(run_dir / "timing.json", timing)

@@ -2,10 +2,12 @@
 
 ``COSAM_FAULT="train:5"`` makes the process kill itself with SIGKILL the 5th time it passes the
 ``train`` point. Unset (always, outside the resume tests) this is one dictionary lookup. Points:
-``encode`` (after each encoder-cache entry: features or MoDA block inputs), ``train`` (after each optimiser step), ``eval``
-(after each scored test set), ``checkpoint`` (after each resume state is written) and ``write``
-(between result files).
+``encode`` (after each encoder-cache entry: features or MoDA block inputs), ``train`` (after each
+optimiser step), ``eval``
+(after each scored test set), ``checkpoint`` (after each resume state is written), ``write``
+(between result files) and ``synthetic`` (after each generated synthetic image/mask pair).
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ features are computed once and reused across epochs, tasks, methods and seeds. T
 editing it does not. Entries are stored as float16 by default (``train.cache_dtype``), written
 atomically, and also kept in RAM for the life of the process.
 """
+
 from __future__ import annotations
 
 import abc
@@ -20,11 +21,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import faults
+from .accel import CPU, Accel
 from .data.prompts import box_from_label
 from .data.reader import SamplePath, load_pair
 from .data.transforms import resize_eval
-from . import faults
-from .accel import CPU, Accel
 from .errors import CosamError
 from .io import torch_save
 from .models.sam import SamModel
@@ -44,7 +45,7 @@ class PreparedImage:
     """One image ready for SAM at input size S.
 
     Attributes:
-      image: (3,S,S) float32 0..255, stretched (reference §1.3 evaluation resize).
+      image: (3,S,S) float32 0..255, stretched (protocol §1.3 evaluation resize).
       label: (1,S,S) uint8 0..255, the bilinearly stretched mask (soft at edges).
       gt: (H,W) bool, the original-size mask IoU is scored against.
       box: (4,) float32 tight xyxy box of label > 0.5, in S-pixel coordinates.
@@ -62,8 +63,15 @@ def prepare(sample: SamplePath, size: int, allow_nonbinary: bool = False) -> Pre
     img, label = resize_eval(image, mask, size)
     if not bool((label > 0.5).any()):
         # A few-pixel mask can vanish when stretched down; the box prompt would be undefined.
-        label = torch.maximum(label, (torch.nn.functional.adaptive_max_pool2d(
-            torch.from_numpy(mask)[None, None].float(), (size, size))[0] > 0).float())
+        label = torch.maximum(
+            label,
+            (
+                torch.nn.functional.adaptive_max_pool2d(
+                    torch.from_numpy(mask)[None, None].float(), (size, size)
+                )[0]
+                > 0
+            ).float(),
+        )
     return PreparedImage(
         image=img,
         label=(label * 255).round().to(torch.uint8),
@@ -85,7 +93,9 @@ class SampleStore:
         item = self._memo.get(key)
         if item is None or (keep_image and item.image.numel() == 0):
             item = prepare(sample, self.size, self.allow_nonbinary)
-            stored = item if keep_image else PreparedImage(torch.empty(0), item.label, item.gt, item.box)
+            stored = (
+                item if keep_image else PreparedImage(torch.empty(0), item.label, item.gt, item.box)
+            )
             self._memo[key] = stored
         return item
 
@@ -103,8 +113,15 @@ class _EncoderCache(abc.ABC):
     sub: str = ""
     desc: str = "encoding"
 
-    def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
-                 progress: bool = True, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        model: SamModel,
+        dtype: str = "float16",
+        batch_size: int = 4,
+        progress: bool = True,
+        enabled: bool = True,
+    ) -> None:
         self.root = Path(root) / model.weights_id / str(model.image_size)
         if self.sub:
             self.root = self.root / self.sub
@@ -165,9 +182,15 @@ class _EncoderCache(abc.ABC):
         self.misses += len(missing)
         if missing:
             t0 = time.perf_counter()
-            bar = tqdm(total=len(missing), desc=self.desc, unit="img", disable=not self.progress, leave=False)
+            bar = tqdm(
+                total=len(missing),
+                desc=self.desc,
+                unit="img",
+                disable=not self.progress,
+                leave=False,
+            )
             for start in range(0, len(missing), self.batch_size):
-                idx = missing[start:start + self.batch_size]
+                idx = missing[start : start + self.batch_size]
                 images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
                 for i, value in zip(idx, self._encode(images)):
                     self._ram[keys[i]] = value
@@ -198,8 +221,16 @@ class FeatureCache(_EncoderCache):
 
     what = "feature cache"
 
-    def __init__(self, root: Path, model: SamModel, dtype: str = "float16", batch_size: int = 4,
-                 progress: bool = True, enabled: bool = True, accel: Optional[Accel] = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        model: SamModel,
+        dtype: str = "float16",
+        batch_size: int = 4,
+        progress: bool = True,
+        enabled: bool = True,
+        accel: Optional[Accel] = None,
+    ) -> None:
         super().__init__(root, model, dtype, batch_size, progress, enabled)
         self.accel = accel or CPU
 
@@ -212,8 +243,10 @@ class FeatureCache(_EncoderCache):
     def _encode(self, images: Tensor) -> List[Tuple[Tensor, Tensor]]:
         with self.accel.autocast():
             emb, interm = self.model.encode(self.accel.move(images))
-        return [(emb[j].to(self.dtype).cpu().clone(), interm[j].to(self.dtype).cpu().clone())
-                for j in range(images.shape[0])]
+        return [
+            (emb[j].to(self.dtype).cpu().clone(), interm[j].to(self.dtype).cpu().clone())
+            for j in range(images.shape[0])
+        ]
 
     def get(self, samples: Sequence[SamplePath], store: SampleStore) -> Tuple[Tensor, Tensor]:
         """Features of ``samples`` in order.
@@ -222,7 +255,10 @@ class FeatureCache(_EncoderCache):
           embeddings (N,256,e,e) and interm (N,D,e',e'), float32.
         """
         feats = self.values(samples, store)
-        return (torch.stack([f[0] for f in feats]).float(), torch.stack([f[1] for f in feats]).float())
+        return (
+            torch.stack([f[0] for f in feats]).float(),
+            torch.stack([f[1] for f in feats]).float(),
+        )
 
 
 class BlockInputCache(_EncoderCache):

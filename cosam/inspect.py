@@ -10,6 +10,7 @@ after each checkpoint), so only the final model can be inspected; asking for ano
 an error that says so. Prediction is exactly the evaluation's: one tight GT box per image, the
 cached encoder features when the method's encoder is frozen, logits scored at the original size.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .accel import CPU
 from .config import Config, config_from_file
 from .data.benchmark import Benchmark, build_benchmark
 from .data.prompts import Prompt
 from .data.reader import SamplePath
-from .accel import CPU
 from .engine import feature_cache_dir
 from .errors import CheckpointError, CosamError
 from .features import FeatureCache, SampleStore
@@ -66,8 +67,18 @@ def benchmark_of(run_dir: Path) -> Benchmark:
     """The run's benchmark: its resolved data root and order, with the run's caps."""
     cfg, res = run_config(run_dir)
     d = cfg.data
-    return build_benchmark(Path(res["data_root"]), d.layout, list(res["order"]), cfg.seed, d.train_cap, d.test_cap,
-                           d.probe_cap, d.include_probe, val_cap=d.val_cap, eval_split=cfg.eval.split)
+    return build_benchmark(
+        Path(res["data_root"]),
+        d.layout,
+        list(res["order"]),
+        cfg.seed,
+        d.train_cap,
+        d.test_cap,
+        d.probe_cap,
+        d.include_probe,
+        val_cap=d.val_cap,
+        eval_split=cfg.eval.split,
+    )
 
 
 def saved_steps(run_dir: Path) -> List[int]:
@@ -87,8 +98,10 @@ def load_state(run_dir: Path, step: Union[str, int] = "last") -> Tuple[Dict[str,
         raise CosamError(f"{run_dir} has no state/step_<n>.pt file; run it first")
     want = steps[-1] if step == "last" else int(step)
     if want not in steps:
-        raise CosamError(f"{run_dir} keeps the state of step {', '.join(map(str, steps))} only (the engine deletes "
-                         f"older steps' state after each checkpoint), so step {want} cannot be inspected")
+        raise CosamError(
+            f"{run_dir} keeps the state of step {', '.join(map(str, steps))} only (the engine deletes "
+            f"older steps' state after each checkpoint), so step {want} cannot be inspected"
+        )
     path = run_dir / "state" / f"step_{want}.pt"
     try:
         return torch.load(path, map_location="cpu", weights_only=False), want
@@ -97,18 +110,32 @@ def load_state(run_dir: Path, step: Union[str, int] = "last") -> Tuple[Dict[str,
 
 
 def _model_of(cfg: Config, res: Dict, model: Optional[SamModel]) -> SamModel:
-    if model is not None and model.weights_id == res["weights_id"] and model.image_size == res["image_size"]:
+    if (
+        model is not None
+        and model.weights_id == res["weights_id"]
+        and model.image_size == res["image_size"]
+    ):
         return model
     ckpt = res.get("checkpoint")
     wdir = Path(cfg.model.weights_dir) if cfg.model.weights_dir else None
-    built = build_sam(res["backbone"], Path(ckpt) if ckpt else None, res["image_size"], wdir, pretrained=ckpt is not None)
+    built = build_sam(
+        res["backbone"],
+        Path(ckpt) if ckpt else None,
+        res["image_size"],
+        wdir,
+        pretrained=ckpt is not None,
+    )
     if built.weights_id != res["weights_id"]:
-        raise CheckpointError(f"the run used weights {res['weights_id']} but {ckpt or 'random init'} gives "
-                              f"{built.weights_id}; restore the checkpoint the run was trained with")
+        raise CheckpointError(
+            f"the run used weights {res['weights_id']} but {ckpt or 'random init'} gives "
+            f"{built.weights_id}; restore the checkpoint the run was trained with"
+        )
     return built
 
 
-def load_strategy(run_dir: Path, step: Union[str, int] = "last", model: Optional[SamModel] = None) -> Tuple[Strategy, Benchmark, int]:
+def load_strategy(
+    run_dir: Path, step: Union[str, int] = "last", model: Optional[SamModel] = None
+) -> Tuple[Strategy, Benchmark, int]:
     """The run's method with the trained modules of ``step`` loaded, in eval mode.
 
     Arguments:
@@ -133,8 +160,12 @@ def load_strategy(run_dir: Path, step: Union[str, int] = "last", model: Optional
 
 
 @torch.no_grad()
-def predict_examples(run_dir: Path, samples: Sequence[SamplePath], step: Union[str, int] = "last",
-                     model: Optional[SamModel] = None) -> List[Example]:
+def predict_examples(
+    run_dir: Path,
+    samples: Sequence[SamplePath],
+    step: Union[str, int] = "last",
+    model: Optional[SamModel] = None,
+) -> List[Example]:
     """Masks the run's model predicts for ``samples`` with one GT-box prompt each.
 
     Arguments:
@@ -148,10 +179,15 @@ def predict_examples(run_dir: Path, samples: Sequence[SamplePath], step: Union[s
     """
     strategy, bench, _ = load_strategy(run_dir, step, model)
     cfg = strategy.cfg
-    ids = {t.name: t.task_id for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])}
+    ids = {
+        t.name: t.task_id
+        for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])
+    }
     unknown = sorted({s.domain for s in samples} - set(ids))
     if unknown:
-        raise CosamError(f"samples of {', '.join(unknown)} are not in the run's benchmark ({', '.join(ids)})")
+        raise CosamError(
+            f"samples of {', '.join(unknown)} are not in the run's benchmark ({', '.join(ids)})"
+        )
     sam = strategy.model
     store = SampleStore(sam.image_size, cfg.data.allow_nonbinary_masks)
     items = [store.get(s, keep_image=True) for s in samples]
@@ -159,15 +195,24 @@ def predict_examples(run_dir: Path, samples: Sequence[SamplePath], step: Union[s
     tids = torch.tensor([ids[s.domain] for s in samples], dtype=torch.long)
     strategy.eval()
     if strategy.needs_pixels:
-        logits = strategy.predict_images(torch.stack([i.image for i in items]), prompts, tids, samples=list(samples))
+        logits = strategy.predict_images(
+            torch.stack([i.image for i in items]), prompts, tids, samples=list(samples)
+        )
     else:
-        cache = FeatureCache(feature_cache_dir(cfg, CPU), sam, cfg.train.cache_dtype,
-                             progress=False, enabled=cfg.train.cache_features)
+        cache = FeatureCache(
+            feature_cache_dir(cfg, CPU),
+            sam,
+            cfg.train.cache_dtype,
+            progress=False,
+            enabled=cfg.train.cache_features,
+        )
         emb, interm = cache.get(list(samples), store)
         logits = strategy.predict(emb, interm, prompts, tids, samples=list(samples))
     scores = score_logits(logits, [i.gt for i in items])
     out = []
     for s, item, lg, (a, b) in zip(samples, items, logits, scores):
-        up = F.interpolate(lg[None].float(), size=tuple(item.gt.shape), mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            lg[None].float(), size=tuple(item.gt.shape), mode="bilinear", align_corners=False
+        )
         out.append(Example(s, lg, up[0, 0] > 0, item.gt, a, b))
     return out

@@ -1,4 +1,5 @@
 """Atomic writes and run provenance (git SHA, package versions, command)."""
+
 from __future__ import annotations
 
 import csv
@@ -49,6 +50,7 @@ def portable(path: Any, root: Optional[Path] = None) -> str:
 def portable_text(text: str, root: Optional[Path] = None) -> str:
     """``text`` with every absolute path in it (a word starting with ``/``, or a ``key=/path``
     override) replaced by :func:`portable`."""
+
     def one(word: str) -> str:
         key, sep, value = word.partition("=")
         if sep and value.startswith("/"):
@@ -92,7 +94,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise CosamError(f"cannot write {path}: {exc.strerror or exc} (choose a writable results_dir/cache_dir)") from None
+        raise CosamError(
+            f"cannot write {path}: {exc.strerror or exc} (choose a writable results_dir/cache_dir)"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -105,7 +109,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise CosamError(f"cannot write {path}: {exc.strerror or exc} (free disk space or choose another folder)") from None
+        raise CosamError(
+            f"cannot write {path}: {exc.strerror or exc} (free disk space or choose another folder)"
+        ) from None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -121,7 +127,9 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: Optional[List[str]] = None) -> None:
+def write_csv(
+    path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: Optional[List[str]] = None
+) -> None:
     rows = list(rows)
     if fieldnames is None:
         fieldnames = list(dict.fromkeys(k for r in rows for k in r))
@@ -129,7 +137,12 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], fieldnames: Optiona
     w = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in r.items()})
+        w.writerow(
+            {
+                k: ("" if (isinstance(v, float) and not math.isfinite(v)) else v)
+                for k, v in r.items()
+            }
+        )
     write_text(path, buf.getvalue())
 
 
@@ -142,9 +155,16 @@ def torch_save(path: Path, obj: Any) -> None:
 def git_sha(root: Path = REPO_ROOT) -> Dict[str, Any]:
     """The commit the code ran at, and whether the work tree had uncommitted changes."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return {"sha": sha or None, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}

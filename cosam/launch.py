@@ -18,6 +18,7 @@ interrupted ones resume.
 The submitit folder (job pickles and logs; default ``<aggregate folder>/submitit``) holds one
 ``<job id>_0_log.out``/``.err`` per job.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,11 +39,21 @@ CLUSTERS: Tuple[str, ...] = ("local", "slurm", "debug", "auto")
 #: A local job's time limit in minutes (submitit's own default, 2 minutes, would kill real runs).
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60
 #: What submitit's local executor reads (it ignores anything else without a word).
-LOCAL_PARAMETERS: Tuple[str, ...] = ("timeout_min", "gpus_per_node", "visible_gpus", "tasks_per_node", "nodes",
-                                     "signal_delay_s", "stderr_to_stdout", "setup")
+LOCAL_PARAMETERS: Tuple[str, ...] = (
+    "timeout_min",
+    "gpus_per_node",
+    "visible_gpus",
+    "tasks_per_node",
+    "nodes",
+    "signal_delay_s",
+    "stderr_to_stdout",
+    "setup",
+)
 
 
-def run_combo(spec: Mapping[str, Any], method: str, order: str, seed: int, force: bool = False) -> str:
+def run_combo(
+    spec: Mapping[str, Any], method: str, order: str, seed: int, force: bool = False
+) -> str:
     """The body of one job: run one combination of a sweep to completion.
 
     Arguments:
@@ -66,7 +77,9 @@ def parse_options(items: Sequence[str]) -> Dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--launcher-opt {item!r} must look like key=value (e.g. partition=gpu)")
+            raise ConfigError(
+                f"--launcher-opt {item!r} must look like key=value (e.g. partition=gpu)"
+            )
         out[key.strip()] = parse_value(value)
     return out
 
@@ -85,7 +98,9 @@ def make_executor(cluster: str, folder: Path, options: Mapping[str, Any]) -> Any
     try:
         import submitit
     except ImportError:  # pragma: no cover - submitit is in requirements.txt
-        raise ConfigError("--launcher submitit needs the submitit package: pip install submitit") from None
+        raise ConfigError(
+            "--launcher submitit needs the submitit package: pip install submitit"
+        ) from None
     if cluster not in CLUSTERS:
         raise ConfigError(f"--cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
     if cluster == "auto":
@@ -99,8 +114,10 @@ def make_executor(cluster: str, folder: Path, options: Mapping[str, Any]) -> Any
     else:
         unknown = sorted(set(options) - set(LOCAL_PARAMETERS))
         if unknown:  # the local executor would ignore them silently
-            raise ConfigError(f"--launcher-opt for the {cluster} executor: unknown {', '.join(unknown)}; "
-                              f"valid: {', '.join(LOCAL_PARAMETERS)}")
+            raise ConfigError(
+                f"--launcher-opt for the {cluster} executor: unknown {', '.join(unknown)}; "
+                f"valid: {', '.join(LOCAL_PARAMETERS)}"
+            )
         executor = submitit.LocalExecutor(folder=str(folder))
         params["timeout_min"] = LOCAL_TIMEOUT_MIN
     params.update(options)
@@ -112,10 +129,17 @@ def make_executor(cluster: str, folder: Path, options: Mapping[str, Any]) -> Any
     return executor
 
 
-def launch_sweep(spec: SweepSpec, cluster: str = "local", parallel: int = 1,
-                 options: Optional[Mapping[str, Any]] = None, folder: Optional[Path] = None,
-                 force: bool = False, out: Optional[Path] = None, poll_s: float = 1.0,
-                 echo: Callable[[str], None] = print) -> Tuple[List[RunOutcome], Path]:
+def launch_sweep(
+    spec: SweepSpec,
+    cluster: str = "local",
+    parallel: int = 1,
+    options: Optional[Mapping[str, Any]] = None,
+    folder: Optional[Path] = None,
+    force: bool = False,
+    out: Optional[Path] = None,
+    poll_s: float = 1.0,
+    echo: Callable[[str], None] = print,
+) -> Tuple[List[RunOutcome], Path]:
     """Submit every unfinished combination of ``spec`` as a submitit job, wait, then aggregate.
 
     Arguments:
@@ -141,9 +165,19 @@ def launch_sweep(spec: SweepSpec, cluster: str = "local", parallel: int = 1,
     folder = Path(folder) if folder else out / "submitit"
     executor = make_executor(cluster, folder, options or {})
     local = executor.cosam_cluster in ("local", "debug")
-    write_json(out / MANIFEST, {"spec": spec.to_dict(), "launcher": {"name": "submitit", "cluster": executor.cosam_cluster,
-                                                                      "parallel": parallel, "folder": str(folder)},
-                                "note": "grid of `python -m cosam sweep`; read by aggregate"})
+    write_json(
+        out / MANIFEST,
+        {
+            "spec": spec.to_dict(),
+            "launcher": {
+                "name": "submitit",
+                "cluster": executor.cosam_cluster,
+                "parallel": parallel,
+                "folder": str(folder),
+            },
+            "note": "grid of `python -m cosam sweep`; read by aggregate",
+        },
+    )
     combos = spec.combos()
     outcomes: Dict[Combo, RunOutcome] = {}
     queue: List[Tuple[Combo, Path, str]] = []
@@ -154,7 +188,9 @@ def launch_sweep(spec: SweepSpec, cluster: str = "local", parallel: int = 1,
         elif run_busy(rd):
             outcomes[combo] = RunOutcome(combo, rd, "busy", error="locked by another process")
         else:
-            queue.append((combo, rd, "resumed" if last_step(rd) is not None and not force else "ran"))
+            queue.append(
+                (combo, rd, "resumed" if last_step(rd) is not None and not force else "ran")
+            )
     for combo, oc in outcomes.items():
         echo(f"{combo.name}: {oc.status}")
     running: List[Tuple[Any, Combo, Path, str, float]] = []
@@ -162,7 +198,9 @@ def launch_sweep(spec: SweepSpec, cluster: str = "local", parallel: int = 1,
     while queue or running:
         while queue and len(running) < limit:
             combo, rd, status = queue.pop(0)
-            job = executor.submit(run_combo, spec.to_dict(), combo.method, combo.order, combo.seed, force)
+            job = executor.submit(
+                run_combo, spec.to_dict(), combo.method, combo.order, combo.seed, force
+            )
             echo(f"{combo.name}: submitted as job {job.job_id}")
             running.append((job, combo, rd, status, time.perf_counter()))
         still: List[Tuple[Any, Combo, Path, str, float]] = []
@@ -175,12 +213,18 @@ def launch_sweep(spec: SweepSpec, cluster: str = "local", parallel: int = 1,
                 oc = RunOutcome(combo, rd, status)
             else:
                 text = str(exc).strip().splitlines()
-                oc = RunOutcome(combo, rd, "busy" if run_busy(rd) else "failed",
-                                error=(text[-1] if text else type(exc).__name__)[:500])
+                oc = RunOutcome(
+                    combo,
+                    rd,
+                    "busy" if run_busy(rd) else "failed",
+                    error=(text[-1] if text else type(exc).__name__)[:500],
+                )
             oc.wall_s = time.perf_counter() - t0
             outcomes[combo] = oc
-            echo(f"{combo.name}: {oc.status} ({oc.wall_s:.0f} s, job {job.job_id})"
-                 f"{'  ' + oc.error if oc.error else ''}")
+            echo(
+                f"{combo.name}: {oc.status} ({oc.wall_s:.0f} s, job {job.job_id})"
+                f"{'  ' + oc.error if oc.error else ''}"
+            )
         running = still
         if running:
             time.sleep(poll_s)

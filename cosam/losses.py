@@ -1,10 +1,11 @@
-"""Point-sampled mask loss of HQ-SAM / Mask2Former (reference §5 "Loss").
+"""Point-sampled mask loss of HQ-SAM / Mask2Former (protocol §5 "Loss").
 
 Per mask, the loss is evaluated on P points rather than on every pixel: most points are the
 ones where the prediction is least certain (|logit| smallest), the rest uniform. Logits and
 targets are read at the same normalised coordinates with bilinear ``grid_sample``, so the targets
 may have a different resolution than the logits (e.g. 1024² labels against 256² logits).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional

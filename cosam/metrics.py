@@ -1,10 +1,11 @@
 """Segmentation and continual-learning metrics.
 
 Per image: IoU and Boundary IoU exactly as the CoSAM / HQ-SAM evaluation code computes them
-(reference §6.1). Per run: a :class:`TaskMatrix` holding a[t][j], the dataset score on column j
+(protocol §6.1). Per run: a :class:`TaskMatrix` holding a[t][j], the dataset score on column j
 after training step t, with a "before training" row 0 and an optional natural-image probe column,
-and the standard continual-learning summaries over it (reference §6.2, DESIGN.md "Metrics").
+and the standard continual-learning summaries over it (protocol §6.2).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,9 @@ def _check_pair(pred: Tensor, gt: Tensor) -> None:
         )
     if not bool(gt.any()):
         # The reference gives 0/0 = NaN here; an empty GT is a data problem, not a score.
-        raise ValueError("gt is empty: IoU and Boundary IoU are undefined for an empty ground truth")
+        raise ValueError(
+            "gt is empty: IoU and Boundary IoU are undefined for an empty ground truth"
+        )
 
 
 def iou(pred: Tensor, gt: Tensor) -> float:
@@ -207,11 +210,14 @@ def boundary_index(gt: Tensor, dilation_ratio: float = 0.02) -> Tensor:
     Returns:
       (torch.Tensor): 1-D int32 indices into ``gt.flatten()`` of :func:`mask_boundary` (gt).
     """
-    return torch.nonzero(mask_boundary(gt, dilation_ratio).flatten(), as_tuple=True)[0].to(torch.int32)
+    return torch.nonzero(mask_boundary(gt, dilation_ratio).flatten(), as_tuple=True)[0].to(
+        torch.int32
+    )
 
 
-def boundary_iou(pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02,
-                 gt_boundary: Optional[Tensor] = None) -> float:
+def boundary_iou(
+    pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02, gt_boundary: Optional[Tensor] = None
+) -> float:
     """
     Boundary IoU (Cheng et al. 2021) as the CoSAM / HQ-SAM evaluation computes it.
 
@@ -245,14 +251,16 @@ def boundary_iou(pred: Tensor, gt: Tensor, dilation_ratio: float = 0.02,
 
 
 def score_logits(
-    logits: Tensor, gts: Sequence[Tensor], dilation_ratio: float = 0.02,
+    logits: Tensor,
+    gts: Sequence[Tensor],
+    dilation_ratio: float = 0.02,
     gt_boundaries: Optional[Sequence[Tensor]] = None,
 ) -> List[Tuple[float, float]]:
     """
     Score a batch of low-resolution mask logits against ground truths of their original sizes.
 
     Each image's logits are upsampled bilinearly (align_corners=False) to its GT size, thresholded
-    at 0, and scored with :func:`iou` and :func:`boundary_iou` (reference §6.1).
+    at 0, and scored with :func:`iou` and :func:`boundary_iou` (protocol §6.1).
 
     Arguments:
       logits (torch.Tensor): mask logits, float, shape (B, 1, h, w), e.g. the 256² decoder output.
@@ -265,7 +273,9 @@ def score_logits(
       (list(tuple(float, float))): B pairs (IoU, BIoU).
     """
     if gt_boundaries is not None and len(gt_boundaries) != len(gts):
-        raise ValueError(f"got {len(gt_boundaries)} ground-truth boundaries for {len(gts)} ground truths")
+        raise ValueError(
+            f"got {len(gt_boundaries)} ground-truth boundaries for {len(gts)} ground truths"
+        )
     if logits.dim() != 4 or logits.shape[1] != 1:
         raise ValueError(f"logits must have shape (B, 1, h, w), got {tuple(logits.shape)}")
     if logits.shape[0] != len(gts):
@@ -339,7 +349,9 @@ class TaskMatrix:
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"task names must be unique, got {tasks}")
         if probe is not None and probe in tasks:
-            raise ValueError(f"probe {probe!r} is also a task; pass it only as probe or only as a task")
+            raise ValueError(
+                f"probe {probe!r} is also a task; pass it only as probe or only as a task"
+            )
         self._tasks: List[str] = tasks
         self._probe: Optional[str] = probe
         self._columns: List[str] = tasks + ([probe] if probe is not None else [])
@@ -378,7 +390,9 @@ class TaskMatrix:
         for metric, scores in (("iou", iou), ("biou", biou)):
             unknown = sorted(set(scores) - set(self._columns))
             if unknown:
-                raise ValueError(f"{metric} has unknown columns {unknown}; columns are {self._columns}")
+                raise ValueError(
+                    f"{metric} has unknown columns {unknown}; columns are {self._columns}"
+                )
             values = np.full(len(self._columns), np.nan)
             for name, v in scores.items():
                 v = _none_to_nan(v)
@@ -392,7 +406,9 @@ class TaskMatrix:
         if per_image is not None:
             unknown = sorted(set(per_image) - set(self._columns))
             if unknown:
-                raise ValueError(f"per_image has unknown columns {unknown}; columns are {self._columns}")
+                raise ValueError(
+                    f"per_image has unknown columns {unknown}; columns are {self._columns}"
+                )
         for metric in METRICS:
             self._values[metric] = np.vstack([self._values[metric], row[metric][None]])
         self._labels.append(str(label))

@@ -14,6 +14,7 @@ variable. The notebooks therefore bracket their ``parameters`` cell::
 ``begin`` but is not declared, with the list of valid names, and returns the declared values.
 :func:`config_for` turns them into a validated :class:`~cosam.config.Config`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -33,7 +34,9 @@ def end(namespace: Dict[str, Any], declared: Sequence[str]) -> Dict[str, Any]:
     """The declared parameters' values; unknown new names raise ConfigError listing valid ones."""
     before = namespace.get(_MARK)
     if before is None:
-        raise ConfigError("call cosam.notebook.begin(globals()) in the cell before the parameters cell")
+        raise ConfigError(
+            "call cosam.notebook.begin(globals()) in the cell before the parameters cell"
+        )
     new = [k for k in namespace if k not in before and not k.startswith("_")]
     unknown = sorted(k for k in new if k not in declared)
     if unknown:
@@ -47,7 +50,9 @@ def end(namespace: Dict[str, Any], declared: Sequence[str]) -> Dict[str, Any]:
     return {k: namespace[k] for k in declared}
 
 
-def config_for(params: Mapping[str, Any], method: str, seed: int = 0, extra: Optional[Mapping[str, Any]] = None) -> Config:
+def config_for(
+    params: Mapping[str, Any], method: str, seed: int = 0, extra: Optional[Mapping[str, Any]] = None
+) -> Config:
     """A validated Config from common notebook parameters.
 
     Recognised keys: ``profile``, ``order``, ``backbone``, ``data_root``, ``results_dir``,

@@ -3,6 +3,7 @@
 Every table carries a ``data`` column/caption that says "SYNTHETIC" when the run used the
 generated benchmark, so a synthetic number is never mistaken for a real one.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,15 +52,24 @@ def load_run(path: Path) -> RunRecord:
     path = Path(path)
     if not (path / "DONE").exists():
         raise FileNotFoundError(f"{path} is not a finished run (no DONE file); run it first")
-    return RunRecord(path, read_json(path / "config.json"), TaskMatrix.from_dict(read_json(path / "matrix.json")),
-                     read_json(path / "costs.json"))
+    return RunRecord(
+        path,
+        read_json(path / "config.json"),
+        TaskMatrix.from_dict(read_json(path / "matrix.json")),
+        read_json(path / "costs.json"),
+    )
 
 
 def data_label(runs: Sequence[RunRecord]) -> str:
     if any(r.synthetic for r in runs):
         return "SYNTHETIC generated data (not a real benchmark result)"
     roots = sorted({portable(r.meta["resolved"]["data_root"]) for r in runs})
-    layouts = sorted({layout_text(r.meta.get("config", {}).get("data", {}).get("layout", "cosam-mini")) for r in runs})
+    layouts = sorted(
+        {
+            layout_text(r.meta.get("config", {}).get("data", {}).get("layout", "cosam-mini"))
+            for r in runs
+        }
+    )
     return f"real data: {', '.join(roots)}; layout {', '.join(layouts)}"
 
 
@@ -99,7 +109,9 @@ def n_test_images(r: RunRecord) -> Optional[int]:
     return sum(len(per[t]) for t in r.matrix.tasks if t in per)
 
 
-def per_domain_rows(zeroshot: Optional[RunRecord], sequential: Optional[RunRecord], joint: Optional[RunRecord]) -> List[Dict[str, Any]]:
+def per_domain_rows(
+    zeroshot: Optional[RunRecord], sequential: Optional[RunRecord], joint: Optional[RunRecord]
+) -> List[Dict[str, Any]]:
     """Per task: zero-shot IoU, sequential just before and right after its own task and after the
     last, joint.
 
@@ -116,17 +128,25 @@ def per_domain_rows(zeroshot: Optional[RunRecord], sequential: Optional[RunRecor
         row["zero_shot"] = zeroshot.matrix.value("iou", 0, name) if zeroshot else math.nan
         if sequential is not None:
             sm = sequential.matrix
-            own = sm.value("iou", j + 1, name) if name in sm.tasks and j + 1 < sm.n_rows else math.nan
-            row["sequential_before_own"] = sm.value("iou", j, name) if name in sm.tasks and j < sm.n_rows else math.nan
+            own = (
+                sm.value("iou", j + 1, name) if name in sm.tasks and j + 1 < sm.n_rows else math.nan
+            )
+            row["sequential_before_own"] = (
+                sm.value("iou", j, name) if name in sm.tasks and j < sm.n_rows else math.nan
+            )
             row["sequential_own"] = own
             row["sequential_last"] = sm.value("iou", sm.n_rows - 1, name)
             row["forgetting"] = own - row["sequential_last"] if name in sm.tasks else math.nan
-        row["joint"] = joint.matrix.value("iou", joint.matrix.n_rows - 1, name) if joint else math.nan
+        row["joint"] = (
+            joint.matrix.value("iou", joint.matrix.n_rows - 1, name) if joint else math.nan
+        )
         rows.append(row)
     return rows
 
 
-def markdown_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None, pct: Sequence[str] = ()) -> str:
+def markdown_table(
+    rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None, pct: Sequence[str] = ()
+) -> str:
     """Rows as a markdown table; columns in ``pct`` are shown as percentages with one decimal."""
     if not rows:
         return "(no rows)\n"
@@ -153,7 +173,9 @@ def matrix_markdown(m: TaskMatrix, metric: str = "iou") -> str:
     return markdown_table(rows, ["after"] + m.columns, pct=m.columns)
 
 
-def load_sweep(results_dir: Any = "results/runs", profile: str = "cpu", out: Optional[Path] = None) -> Any:
+def load_sweep(
+    results_dir: Any = "results/runs", profile: str = "cpu", out: Optional[Path] = None
+) -> Any:
     """The last sweep aggregate under ``<results_dir>/<profile>/sweep`` (mean ± std table,
     per-seed rows, order sensitivity), or None when no sweep was aggregated there; see
     :func:`cosam.sweep.load_sweep`, which this forwards to."""
@@ -180,18 +202,28 @@ def moda_rows(runs: Dict[str, RunRecord]) -> List[Dict[str, Any]]:
     ``runs`` maps method name -> record (bases ``sequential``, ``decoder_tuning``,
     ``sam_adapter`` and their ``*_moda``; ``zeroshot`` first if present).
     """
-    order = ["zeroshot"] + [m for b in ("sequential", "decoder_tuning", "sam_adapter") for m in (b, f"{b}_moda")]
+    order = ["zeroshot"] + [
+        m for b in ("sequential", "decoder_tuning", "sam_adapter") for m in (b, f"{b}_moda")
+    ]
     rows = []
     for m in [m for m in order if m in runs] + [m for m in runs if m not in order]:
         r = runs[m]
         base = summary_rows([r])[0]
         row: Dict[str, Any] = {"method": m}
-        row.update({f"{k}_{metric}": base[f"{k}_{metric}"] for metric in ("iou", "biou") for k in ("last", "avg", "ff")})
+        row.update(
+            {
+                f"{k}_{metric}": base[f"{k}_{metric}"]
+                for metric in ("iou", "biou")
+                for k in ("last", "avg", "ff")
+            }
+        )
         router = load_router(r)
         row["router_acc"] = router["final"]["accuracy"] if router and router.get("final") else None
         row["stored_params_per_task"] = r.costs.get("stored_params_per_task")
         row["stored_params_total"] = r.costs.get("stored_params_total")
-        row["buffer_images"] = (r.costs.get("buffer_images_per_task") or 0) * len(r.matrix.tasks) if router else 0
+        row["buffer_images"] = (
+            (r.costs.get("buffer_images_per_task") or 0) * len(r.matrix.tasks) if router else 0
+        )
         row["train_s"] = base["train_s"]
         row["test_images"] = base["test_images"]
         rows.append(row)
@@ -237,7 +269,9 @@ def restrict_to_subset(full: RunRecord, subset: RunRecord) -> RunRecord:
             pos = {n: i for i, n in enumerate(fn[col])}
             missing = [n for n in sn.get(col, []) if n not in pos]
             if missing or col not in sn:
-                raise ValueError(f"{subset.path}'s {col} images are not all in {full.path} ({missing[:3]})")
+                raise ValueError(
+                    f"{subset.path}'s {col} images are not all in {full.path} ({missing[:3]})"
+                )
             scores = [tuple(per[col][pos[n]]) for n in sn[col]]
             sub_per[col] = scores  # type: ignore[assignment]
             iou[col] = sum(s[0] for s in scores) / len(scores)

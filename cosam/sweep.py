@@ -24,6 +24,7 @@ under ``<results_dir>/<profile>/sweep/`` (or another ``out`` folder):
 Std is the **sample** standard deviation over seeds (``ddof=1``); with one seed it is undefined
 (NaN in the CSVs, "–" in the tables). Notebooks read the aggregate with :func:`load_sweep`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,7 +44,15 @@ import numpy as np
 from .config import Config, dotted_to_dict, location_overrides, make_config
 from .data.domains import NAMED_ORDERS
 from .errors import ConfigError, CosamError
-from .io import atomic_write_bytes, portable, portable_text, read_json, write_csv, write_json, write_text
+from .io import (
+    atomic_write_bytes,
+    portable,
+    portable_text,
+    read_json,
+    write_csv,
+    write_json,
+    write_text,
+)
 from .metrics import fmt1
 from .published import CITATION, COLUMNS, HEADERS, SETTING, published_rows
 from .report import RunRecord, data_label, load_run, markdown_table, summary_rows
@@ -52,15 +61,23 @@ log = logging.getLogger(__name__)
 
 #: Standard deviation over seeds: sample (n - 1 in the denominator).
 STD_DDOF = 1
-STD_NOTE = ("± is the sample standard deviation over seeds (ddof=1, n−1 in the denominator); "
-            "\"± –\" where only one seed has finished")
+STD_NOTE = (
+    "± is the sample standard deviation over seeds (ddof=1, n−1 in the denominator); "
+    '"± –" where only one seed has finished'
+)
 #: Keys of :func:`cosam.report.summary_rows` aggregated over seeds (Table 2's six first).
 KEYS: Tuple[str, ...] = COLUMNS + ("bwt_iou", "bwt_biou", "probe_zero_shot", "probe_last")
 #: Metrics of the order-sensitivity table and figure.
 SENSITIVITY_KEYS: Tuple[str, ...] = ("last_iou", "ff_iou", "last_biou", "ff_biou")
 #: ``--set`` keys a sweep sets itself (one value per run); overriding them would merge runs.
 AXIS_KEYS = ("method", "seed", "data.order", "run_name")
-OUTPUT_FILES = ("summary_mean_std.csv", "per_seed.csv", "order_sensitivity.csv", "sweep.md", "order_sensitivity.png")
+OUTPUT_FILES = (
+    "summary_mean_std.csv",
+    "per_seed.csv",
+    "order_sensitivity.csv",
+    "sweep.md",
+    "order_sensitivity.png",
+)
 MANIFEST = "sweep.json"
 
 
@@ -112,21 +129,26 @@ class SweepSpec:
 
     def validate(self) -> None:
         """Refuse an empty grid, unknown methods or orders, and ``--set`` on an axis."""
-        from .methods import METHODS
+        from .methods import get_method
 
         if not self.methods or not self.seeds or not self.orders:
             raise ConfigError("a sweep needs at least one method, one seed and one order")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad:
-            raise ConfigError(f"unknown method{'s' if len(bad) > 1 else ''} {', '.join(bad)}; valid methods: {', '.join(METHODS)}")
+        for (
+            m
+        ) in self.methods:  # a named method or a BASE+PLUGIN combination; the error says why not
+            get_method(m)
         bad = [o for o in self.orders if o not in NAMED_ORDERS]
         if bad:
-            raise ConfigError(f"sweep order {', '.join(bad)} is not a named order; valid: {', '.join(NAMED_ORDERS)} "
-                              f"(run folders are named after the order; run a custom order with `cosam run --order`)")
+            raise ConfigError(
+                f"sweep order {', '.join(bad)} is not a named order; valid: {', '.join(NAMED_ORDERS)} "
+                f"(run folders are named after the order; run a custom order with `cosam run --order`)"
+            )
         flat = _flatten(dotted_to_dict(self.dotted))
         clash = [k for k in flat if k in AXIS_KEYS]
         if clash:
-            raise ConfigError(f"--set {', '.join(clash)} conflicts with the sweep's own axes; use --methods/--seeds/--orders")
+            raise ConfigError(
+                f"--set {', '.join(clash)} conflicts with the sweep's own axes; use --methods/--seeds/--orders"
+            )
         self.config(self.combos()[0])  # unknown keys and bad values fail here, before any run
 
     def combos(self) -> List[Combo]:
@@ -170,13 +192,41 @@ class SweepSpec:
 
     def command(self, combo: Combo, force: bool = False, python: str = "python") -> str:
         """One independent shell command that runs ``combo`` (and writes only its run folder)."""
-        args = [python, "-m", "cosam", "run", "--method", combo.method, "--order", combo.order,
-                "--seed", str(combo.seed)] + self.common_args() + (["--force"] if force else [])
+        args = (
+            [
+                python,
+                "-m",
+                "cosam",
+                "run",
+                "--method",
+                combo.method,
+                "--order",
+                combo.order,
+                "--seed",
+                str(combo.seed),
+            ]
+            + self.common_args()
+            + (["--force"] if force else [])
+        )
         return " ".join(shlex.quote(a) for a in args)
 
     def aggregate_command(self, out: Optional[Path] = None, python: str = "python") -> str:
-        args = [python, "-m", "cosam", "aggregate", "--methods", *self.methods, "--seeds", *map(str, self.seeds),
-                "--orders", *self.orders] + self.common_args() + (["--out", str(out)] if out else [])
+        args = (
+            [
+                python,
+                "-m",
+                "cosam",
+                "aggregate",
+                "--methods",
+                *self.methods,
+                "--seeds",
+                *map(str, self.seeds),
+                "--orders",
+                *self.orders,
+            ]
+            + self.common_args()
+            + (["--out", str(out)] if out else [])
+        )
         return " ".join(shlex.quote(a) for a in args)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -248,8 +298,12 @@ class RunOutcome:
     error: str = ""
 
 
-def run_sweep(spec: SweepSpec, force: bool = False, out: Optional[Path] = None,
-              echo: Callable[[str], None] = print) -> Tuple[List[RunOutcome], Path]:
+def run_sweep(
+    spec: SweepSpec,
+    force: bool = False,
+    out: Optional[Path] = None,
+    echo: Callable[[str], None] = print,
+) -> Tuple[List[RunOutcome], Path]:
     """Run every combination of ``spec`` in this process, then :func:`aggregate` into ``out``.
 
     Finished runs are reused (rerun with ``force``), interrupted ones resume from their last
@@ -263,7 +317,10 @@ def run_sweep(spec: SweepSpec, force: bool = False, out: Optional[Path] = None,
 
     spec.validate()
     out = Path(out) if out else spec.default_out()
-    write_json(out / MANIFEST, {"spec": spec.to_dict(), "note": "grid of `python -m cosam sweep`; read by aggregate"})
+    write_json(
+        out / MANIFEST,
+        {"spec": spec.to_dict(), "note": "grid of `python -m cosam sweep`; read by aggregate"},
+    )
     ctx = Context()
     combos = spec.combos()
     outcomes: List[RunOutcome] = []
@@ -272,8 +329,11 @@ def run_sweep(spec: SweepSpec, force: bool = False, out: Optional[Path] = None,
         from .engine import run_dir_for
 
         rd = run_dir_for(cfg)
-        before = "reused" if (rd / "DONE").exists() and not force else (
-            "resumed" if last_step(rd) is not None and not force else "ran")
+        before = (
+            "reused"
+            if (rd / "DONE").exists() and not force
+            else ("resumed" if last_step(rd) is not None and not force else "ran")
+        )
         t0 = time.perf_counter()
         if run_busy(rd):
             oc = RunOutcome(combo, rd, "busy", error="locked by another process")
@@ -288,7 +348,9 @@ def run_sweep(spec: SweepSpec, force: bool = False, out: Optional[Path] = None,
                 oc = RunOutcome(combo, rd, "failed", error=f"{type(exc).__name__}: {exc}")
         oc.wall_s = time.perf_counter() - t0
         outcomes.append(oc)
-        echo(f"[{i}/{len(combos)}] {combo.name}: {oc.status} ({oc.wall_s:.0f} s){'  ' + oc.error if oc.error else ''}")
+        echo(
+            f"[{i}/{len(combos)}] {combo.name}: {oc.status} ({oc.wall_s:.0f} s){'  ' + oc.error if oc.error else ''}"
+        )
     aggregate(spec, out)
     return outcomes, out
 
@@ -309,7 +371,7 @@ def mean_std(values: Sequence[float], ddof: int = STD_DDOF) -> Tuple[float, floa
 
 
 def fmt_mean_std(mean: float, std: float, n: int, scale: float = 100.0) -> str:
-    """"73.3 ± 0.72" in percent (one decimal, two for the std, as the paper prints); "73.3 ± –"
+    """ "73.3 ± 0.72" in percent (one decimal, two for the std, as the paper prints); "73.3 ± –"
     for one seed; "–" when the metric is undefined."""
     if not n or not math.isfinite(mean):
         return "–"
@@ -341,7 +403,9 @@ class SweepTables:
     markdown: str
 
 
-def collect(spec: SweepSpec, check_config: bool = True) -> Tuple[Dict[Combo, RunRecord], List[Missing]]:
+def collect(
+    spec: SweepSpec, check_config: bool = True
+) -> Tuple[Dict[Combo, RunRecord], List[Missing]]:
     """The finished runs of ``spec``'s grid and, for the others, why they are missing.
 
     A finished run whose config.json differs from the one the sweep would build (other
@@ -363,14 +427,22 @@ def collect(spec: SweepSpec, check_config: bool = True) -> Tuple[Dict[Combo, Run
                 continue
             diffs = config_differences(rec.meta, spec.config(combo)) if check_config else []
             if diffs:
-                missing.append(Missing(combo, rd, f"finished with a different config ({'; '.join(diffs[:3])}"
-                                                  f"{'; ...' if len(diffs) > 3 else ''}); not counted"))
+                missing.append(
+                    Missing(
+                        combo,
+                        rd,
+                        f"finished with a different config ({'; '.join(diffs[:3])}"
+                        f"{'; ...' if len(diffs) > 3 else ''}); not counted",
+                    )
+                )
                 continue
             done[combo] = rec
         elif run_busy(rd):
             missing.append(Missing(combo, rd, "running"))
         elif last_step(rd) is not None:
-            missing.append(Missing(combo, rd, f"interrupted after step {last_step(rd)}; rerun to resume"))
+            missing.append(
+                Missing(combo, rd, f"interrupted after step {last_step(rd)}; rerun to resume")
+            )
         else:
             missing.append(Missing(combo, rd, "not started"))
     return done, missing
@@ -380,13 +452,21 @@ def compute_rows(per_seed: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Per (order, method): finished runs, mean and total measured minutes (``RunRecord.compute_s``)."""
     groups: Dict[Tuple[str, str], List[float]] = {}
     for r in per_seed:
-        groups.setdefault((r["order"], r["method"]), []).append(float(r.get("compute_s", float("nan"))))
+        groups.setdefault((r["order"], r["method"]), []).append(
+            float(r.get("compute_s", float("nan")))
+        )
     rows = []
     for (order, method), secs in groups.items():
         ok = [x for x in secs if math.isfinite(x)]
-        rows.append({"order": order, "method": method, "runs": len(secs),
-                     "min/run": (sum(ok) / len(ok) / 60.0) if ok else float("nan"),
-                     "total min": sum(ok) / 60.0 if ok else float("nan")})
+        rows.append(
+            {
+                "order": order,
+                "method": method,
+                "runs": len(secs),
+                "min/run": (sum(ok) / len(ok) / 60.0) if ok else float("nan"),
+                "total min": sum(ok) / 60.0 if ok else float("nan"),
+            }
+        )
     return rows
 
 
@@ -396,7 +476,12 @@ def per_seed_rows(records: Mapping[Combo, RunRecord]) -> List[Dict[str, Any]]:
     rows = []
     for combo, rec in records.items():
         (s,) = summary_rows([rec])
-        row: Dict[str, Any] = {"order": combo.order, "method": combo.method, "seed": combo.seed, "data": s["data"]}
+        row: Dict[str, Any] = {
+            "order": combo.order,
+            "method": combo.method,
+            "seed": combo.seed,
+            "data": s["data"],
+        }
         row.update({k: s.get(k) for k in KEYS})
         row["train_s"] = s.get("train_s")
         row["compute_s"] = rec.compute_s
@@ -419,10 +504,14 @@ def summary_stats(per_seed: Sequence[Mapping[str, Any]], spec: SweepSpec) -> Lis
             group = [r for r in per_seed if r["order"] == order and r["method"] == method]
             if not group:
                 continue
-            row: Dict[str, Any] = {"order": order, "method": method, "n_seeds": len(group),
-                                   "seeds": " ".join(str(r["seed"]) for r in group),
-                                   "data": "synthetic" if any(r["data"] == "synthetic" for r in group) else "real",
-                                   "std": f"sample (ddof={STD_DDOF})"}
+            row: Dict[str, Any] = {
+                "order": order,
+                "method": method,
+                "n_seeds": len(group),
+                "seeds": " ".join(str(r["seed"]) for r in group),
+                "data": "synthetic" if any(r["data"] == "synthetic" for r in group) else "real",
+                "std": f"sample (ddof={STD_DDOF})",
+            }
             for k in KEYS:
                 mean, std, _ = mean_std([r[k] for r in group])
                 row[f"{k}_mean"], row[f"{k}_std"] = mean, std
@@ -430,8 +519,9 @@ def summary_stats(per_seed: Sequence[Mapping[str, Any]], spec: SweepSpec) -> Lis
     return rows
 
 
-def sensitivity_rows(summary: Sequence[Mapping[str, Any]], spec: SweepSpec,
-                     keys: Sequence[str] = SENSITIVITY_KEYS) -> List[Dict[str, Any]]:
+def sensitivity_rows(
+    summary: Sequence[Mapping[str, Any]], spec: SweepSpec, keys: Sequence[str] = SENSITIVITY_KEYS
+) -> List[Dict[str, Any]]:
     """Per method and metric: n/mean/std per order, and the range (max − min) of the order means."""
     rows = []
     for method in spec.methods:
@@ -460,37 +550,59 @@ def _table2_markdown(summary: Sequence[Mapping[str, Any]], order: str) -> str:
         if r["order"] != order:
             continue
         row = {"method": r["method"], "seeds": str(r["n_seeds"])}
-        row.update({HEADERS[c]: fmt_mean_std(r[f"{c}_mean"], r[f"{c}_std"], r["n_seeds"]) for c in COLUMNS})
+        row.update(
+            {HEADERS[c]: fmt_mean_std(r[f"{c}_mean"], r[f"{c}_std"], r["n_seeds"]) for c in COLUMNS}
+        )
         rows.append(row)
     return markdown_table(rows)
 
 
 def _order_text(order: str, records: Mapping[Combo, RunRecord]) -> str:
     if order == "shuffled":
-        return "a permutation drawn from each run's seed (numpy default_rng(seed)); see per_seed.csv"
+        return (
+            "a permutation drawn from each run's seed (numpy default_rng(seed)); see per_seed.csv"
+        )
     recs = [r for c, r in records.items() if c.order == order]
     return " → ".join(recs[0].meta["resolved"]["order"]) if recs else ""
 
 
-def _markdown(spec: SweepSpec, records: Mapping[Combo, RunRecord], missing: Sequence[Missing],
-              summary: Sequence[Mapping[str, Any]], sensitivity: Sequence[Mapping[str, Any]],
-              per_seed: Sequence[Mapping[str, Any]], figure: bool, check_config: bool) -> str:
+def _markdown(
+    spec: SweepSpec,
+    records: Mapping[Combo, RunRecord],
+    missing: Sequence[Missing],
+    summary: Sequence[Mapping[str, Any]],
+    sensitivity: Sequence[Mapping[str, Any]],
+    per_seed: Sequence[Mapping[str, Any]],
+    figure: bool,
+    check_config: bool,
+) -> str:
     recs = list(records.values())
     n_all = len(spec.combos())
     label = data_label(recs) if recs else "no finished runs"
     text = [f"# cosam sweep — profile `{spec.profile}`", "", f"Data: **{label}**."]
     if recs:
         res = recs[0].meta["resolved"]
-        backbones = sorted({f"`{r.meta['resolved']['backbone']}` at {r.meta['resolved']['image_size']} px" for r in recs})
+        backbones = sorted(
+            {
+                f"`{r.meta['resolved']['backbone']}` at {r.meta['resolved']['image_size']} px"
+                for r in recs
+            }
+        )
         ckpt = f"`{portable(res['checkpoint'])}`" if res.get("checkpoint") else "random weights"
         text[-1] += f" Backbone {', '.join(backbones)} ({ckpt})."
     text += [
         "",
-        f"Grid: methods {', '.join(spec.methods)}; seeds {', '.join(map(str, spec.seeds))}; orders {', '.join(spec.orders)}"
-        + (f"; overrides `{portable_text(' '.join(spec.dotted))}`" if spec.dotted else "") + ".",
+        f"Grid: methods {', '.join(spec.methods)}; seeds {', '.join(map(str, spec.seeds))}; "
+        f"orders {', '.join(spec.orders)}"
+        + (f"; overrides `{portable_text(' '.join(spec.dotted))}`" if spec.dotted else "")
+        + ".",
         "",
         f"Finished: **{len(records)} of {n_all}** runs. Only finished runs are reported."
-        + ("" if check_config else " (Grid discovered from the run folders; their configs were not checked.)"),
+        + (
+            ""
+            if check_config
+            else " (Grid discovered from the run folders; their configs were not checked.)"
+        ),
     ]
     if missing:
         groups: Dict[str, List[str]] = {}
@@ -504,19 +616,37 @@ def _markdown(spec: SweepSpec, records: Mapping[Combo, RunRecord], missing: Sequ
     for order in spec.orders:
         if not any(r["order"] == order for r in summary):
             continue
-        text += ["", f"## Table 2 layout — order `{order}` ({_order_text(order, records)})", "",
-                 f"Last / Avg / FF for IoU and BIoU, mean ± std over seeds (%); {label}.", "",
-                 _table2_markdown(summary, order)]
+        text += [
+            "",
+            f"## Table 2 layout — order `{order}` ({_order_text(order, records)})",
+            "",
+            f"Last / Avg / FF for IoU and BIoU, mean ± std over seeds (%); {label}.",
+            "",
+            _table2_markdown(summary, order),
+        ]
     pub = published_rows(spec.methods)
-    text += ["", "## Published Table 2 (the paper's numbers, not ours)", "",
-             f"From {CITATION} Their setting: {SETTING}; the paper task order (the released code runs no other, "
-             "reference §1.5); std over their five seeds, printed as published. "
-             f"**The backbone and the data differ from ours** ({', '.join(backbones)}; {label}), "
-             "so these rows are for orientation only, not a comparison.", ""]
-    text.append(markdown_table(pub) if pub else "(none of the swept methods has a row in the paper's Table 2)\n")
-    text += ["## Order sensitivity", "",
-             "Mean ± std over seeds per task order (%); range = max − min of the order means (points). "
-             f"{label}.", ""]
+    text += [
+        "",
+        "## Published Table 2 (the paper's numbers, not ours)",
+        "",
+        f"From {CITATION} Their setting: {SETTING}; the paper task order (the released code runs no other, "
+        "protocol §1.5); std over their five seeds, printed as published. "
+        f"**The backbone and the data differ from ours** ({', '.join(backbones)}; {label}), "
+        "so these rows are for orientation only, not a comparison.",
+        "",
+    ]
+    text.append(
+        markdown_table(pub)
+        if pub
+        else "(none of the swept methods has a row in the paper's Table 2)\n"
+    )
+    text += [
+        "## Order sensitivity",
+        "",
+        "Mean ± std over seeds per task order (%); range = max − min of the order means (points). "
+        f"{label}.",
+        "",
+    ]
     sens_md = []
     for r in sensitivity:
         row = {"method": r["method"], "metric": HEADERS.get(r["metric"], r["metric"])}
@@ -529,21 +659,39 @@ def _markdown(spec: SweepSpec, records: Mapping[Combo, RunRecord], missing: Sequ
         text += ["![Last and FF per method and order](order_sensitivity.png)", ""]
     comp = compute_rows(per_seed)
     total_h = sum(r["total min"] for r in comp if math.isfinite(r["total min"])) / 60.0
-    text += ["## Compute", "",
-             f"Measured seconds (training + evaluation + encoding, summed over each run's invocations; start-up, "
-             f"and work a kill threw away, not counted): **{total_h:.2f} h** over the {len(per_seed)} finished runs. "
-             "These are wall-clock seconds of those phases: a run that shared the machine or was paused counts "
-             "its waits, so compare them only between runs made alike. Runs share the feature cache, so the first "
-             "run to need an image pays for its encoding.", "",
-             markdown_table(comp)]
+    text += [
+        "## Compute",
+        "",
+        f"Measured seconds (training + evaluation + encoding, summed over each run's invocations; start-up, "
+        f"and work a kill threw away, not counted): **{total_h:.2f} h** over the {len(per_seed)} finished runs. "
+        "These are wall-clock seconds of those phases: a run that shared the machine or was paused counts "
+        "its waits, so compare them only between runs made alike. Runs share the feature cache, so the first "
+        "run to need an image pays for its encoding.",
+        "",
+        markdown_table(comp),
+    ]
     text += ["## Per seed (%)", ""]
     heads = [HEADERS[c] for c in COLUMNS]
-    text.append(markdown_table([{"order": r["order"], "method": r["method"], "seed": r["seed"],
-                                 **{HEADERS[c]: r[c] for c in COLUMNS}} for r in per_seed], pct=heads))
+    text.append(
+        markdown_table(
+            [
+                {
+                    "order": r["order"],
+                    "method": r["method"],
+                    "seed": r["seed"],
+                    **{HEADERS[c]: r[c] for c in COLUMNS},
+                }
+                for r in per_seed
+            ],
+            pct=heads,
+        )
+    )
     return "\n".join(text)
 
 
-def aggregate(spec: SweepSpec, out: Optional[Path] = None, check_config: bool = True) -> SweepTables:
+def aggregate(
+    spec: SweepSpec, out: Optional[Path] = None, check_config: bool = True
+) -> SweepTables:
     """Aggregate the finished runs of ``spec``'s grid into ``out`` (default
     ``<results_dir>/<profile>/sweep``): the CSVs, ``sweep.md`` and the order-sensitivity figure.
     Reads run folders only; combinations without a finished run are listed as missing."""
@@ -552,9 +700,25 @@ def aggregate(spec: SweepSpec, out: Optional[Path] = None, check_config: bool = 
     per_seed = per_seed_rows(records)
     summary = summary_stats(per_seed, spec)
     sensitivity = sensitivity_rows(summary, spec)
-    per_seed_cols = ["order", "method", "seed", "data", *KEYS, "train_s", "compute_s", "task_order", "run"]
-    summary_cols = ["order", "method", "n_seeds", "seeds", "data", "std"] + [f"{k}_{s}" for k in KEYS for s in ("mean", "std")]
-    sens_cols = ["method", "metric"] + [f"{o}_{s}" for o in spec.orders for s in ("n", "mean", "std")] + ["n_orders", "range"]
+    per_seed_cols = [
+        "order",
+        "method",
+        "seed",
+        "data",
+        *KEYS,
+        "train_s",
+        "compute_s",
+        "task_order",
+        "run",
+    ]
+    summary_cols = ["order", "method", "n_seeds", "seeds", "data", "std"] + [
+        f"{k}_{s}" for k in KEYS for s in ("mean", "std")
+    ]
+    sens_cols = (
+        ["method", "metric"]
+        + [f"{o}_{s}" for o in spec.orders for s in ("n", "mean", "std")]
+        + ["n_orders", "range"]
+    )
     write_csv(out / "per_seed.csv", per_seed, per_seed_cols)
     write_csv(out / "summary_mean_std.csv", summary, summary_cols)
     write_csv(out / "order_sensitivity.csv", sensitivity, sens_cols)
@@ -562,8 +726,13 @@ def aggregate(spec: SweepSpec, out: Optional[Path] = None, check_config: bool = 
     if figure:
         from . import plots
 
-        fig = plots.order_sensitivity(summary, per_seed, spec.methods, spec.orders,
-                                      synthetic=any(r.synthetic for r in records.values()))
+        fig = plots.order_sensitivity(
+            summary,
+            per_seed,
+            spec.methods,
+            spec.orders,
+            synthetic=any(r.synthetic for r in records.values()),
+        )
         atomic_write_bytes(out / "order_sensitivity.png", plots.png_bytes(fig))
     else:
         (out / "order_sensitivity.png").unlink(missing_ok=True)
@@ -572,23 +741,32 @@ def aggregate(spec: SweepSpec, out: Optional[Path] = None, check_config: bool = 
     return SweepTables(out, spec, records, missing, per_seed, summary, sensitivity, md)
 
 
-_RUN_NAME = re.compile(r"^(?P<method>.+)-(?P<order>" + "|".join(NAMED_ORDERS) + r")-s(?P<seed>\d+)$")
+_RUN_NAME = re.compile(
+    r"^(?P<method>.+)-(?P<order>" + "|".join(NAMED_ORDERS) + r")-s(?P<seed>\d+)$"
+)
 
 
 def discover(results_dir: Path, profile: str) -> Tuple[List[str], List[int], List[str]]:
     """Methods, seeds and orders of the ``<method>-<order>-s<seed>`` folders under
     ``<results_dir>/<profile>`` (any state), for aggregating without a sweep manifest."""
-    from .methods import METHODS
+    from .methods import METHODS, is_method
 
     methods, seeds, orders = set(), set(), set()
     base = Path(results_dir) / profile
     for d in sorted(base.iterdir()) if base.is_dir() else []:
         m = _RUN_NAME.match(d.name)
-        if d.is_dir() and m and m["method"] in METHODS:
+        if d.is_dir() and m and is_method(m["method"]):
             methods.add(m["method"])
             seeds.add(int(m["seed"]))
             orders.add(m["order"])
-    return ([m for m in METHODS if m in methods], sorted(seeds), [o for o in NAMED_ORDERS if o in orders])
+    named = [
+        m for m in METHODS if m in methods
+    ]  # registry order, then combinations (base+plugin) sorted
+    return (
+        named + sorted(methods - set(named)),
+        sorted(seeds),
+        [o for o in NAMED_ORDERS if o in orders],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,8 +788,13 @@ def _typed(value: str) -> Any:
 def read_csv_typed(path: Path) -> List[Dict[str, Any]]:
     """A CSV written by :func:`cosam.io.write_csv`, numbers as int/float and empty cells as NaN."""
     with open(path, newline="") as f:
-        return [{k: (v if k in ("seeds", "task_order", "run", "std") else _typed(v)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+        return [
+            {
+                k: (v if k in ("seeds", "task_order", "run", "std") else _typed(v))
+                for k, v in r.items()
+            }
+            for r in csv.DictReader(f)
+        ]
 
 
 Stat = Tuple[float, float, int]
@@ -655,8 +838,14 @@ class SweepResult:
         tables, so a notebook shows it inline rather than linking the PNG beside ``sweep.md``."""
         from . import plots
 
-        return plots.order_sensitivity(self.summary, self.per_seed, self.methods, self.orders, keys=keys,
-                                       synthetic=self.synthetic)
+        return plots.order_sensitivity(
+            self.summary,
+            self.per_seed,
+            self.methods,
+            self.orders,
+            keys=keys,
+            synthetic=self.synthetic,
+        )
 
     def embedded_markdown(self, shift: int = 2) -> str:
         """``sweep.md`` for embedding in a larger report: headings ``shift`` levels deeper and
@@ -673,11 +862,16 @@ class SweepResult:
     def stats(self, order: str = "paper") -> Dict[str, Dict[str, Stat]]:
         """{method: {key: (mean, std, n_seeds)}} of one order, the form of
         :func:`cosam.plots.seed_stats` (so :func:`cosam.plots.table2_rows` draws it)."""
-        return {r["method"]: {k: (r[f"{k}_mean"], r[f"{k}_std"], r["n_seeds"]) for k in KEYS}
-                for r in self.summary if r["order"] == order}
+        return {
+            r["method"]: {k: (r[f"{k}_mean"], r[f"{k}_std"], r["n_seeds"]) for k in KEYS}
+            for r in self.summary
+            if r["order"] == order
+        }
 
 
-def load_sweep(results_dir: Any = "results/runs", profile: str = "cpu", out: Optional[Path] = None) -> Optional[SweepResult]:
+def load_sweep(
+    results_dir: Any = "results/runs", profile: str = "cpu", out: Optional[Path] = None
+) -> Optional[SweepResult]:
     """The last aggregate of a sweep, or None when none was written.
 
     Arguments:
@@ -697,7 +891,11 @@ def load_sweep(results_dir: Any = "results/runs", profile: str = "cpu", out: Opt
     sens = folder / "order_sensitivity.csv"
     per_seed = folder / "per_seed.csv"
     md = folder / "sweep.md"
-    return SweepResult(folder, read_csv_typed(folder / "summary_mean_std.csv"),
-                       read_csv_typed(per_seed) if per_seed.is_file() else [],
-                       read_csv_typed(sens) if sens.is_file() else [], spec,
-                       md.read_text(encoding="utf-8") if md.is_file() else "")
+    return SweepResult(
+        folder,
+        read_csv_typed(folder / "summary_mean_std.csv"),
+        read_csv_typed(per_seed) if per_seed.is_file() else [],
+        read_csv_typed(sens) if sens.is_file() else [],
+        spec,
+        md.read_text(encoding="utf-8") if md.is_file() else "",
+    )

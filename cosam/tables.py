@@ -12,6 +12,7 @@ with the grid's config) and writes to ``--out`` (default ``results/tables``):
   ci_high, n_seeds, status`` (:mod:`cosam.claims`), then ``order`` and a ``note``;
 * ``claims.md``: the claims in words with their verdicts, and what is missing.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,15 +24,36 @@ from .io import write_csv, write_text
 from .report import RunRecord, n_test_images
 from .sweep import Combo, SweepSpec, collect, mean_std, per_seed_rows
 
-TABLE2_METRICS: Tuple[str, ...] = ("last_iou", "avg_iou", "ff_iou", "last_biou", "avg_biou", "ff_biou")
-TABLE2_COLUMNS: Tuple[str, ...] = (("method", "order", "n_seeds")
-                                   + tuple(f"{m}_{s}" for m in TABLE2_METRICS for s in ("mean", "std"))
-                                   + ("test_images",))
-CLAIMS_COLUMNS: Tuple[str, ...] = ("claim", "base", "target", "mean", "ci_low", "ci_high", "n_seeds", "status",
-                                   "order", "note")
+TABLE2_METRICS: Tuple[str, ...] = (
+    "last_iou",
+    "avg_iou",
+    "ff_iou",
+    "last_biou",
+    "avg_biou",
+    "ff_biou",
+)
+TABLE2_COLUMNS: Tuple[str, ...] = (
+    ("method", "order", "n_seeds")
+    + tuple(f"{m}_{s}" for m in TABLE2_METRICS for s in ("mean", "std"))
+    + ("test_images",)
+)
+CLAIMS_COLUMNS: Tuple[str, ...] = (
+    "claim",
+    "base",
+    "target",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "status",
+    "order",
+    "note",
+)
 
 
-def table2_rows(records: Mapping[Combo, RunRecord], methods: Sequence[str], orders: Sequence[str]) -> List[Dict[str, Any]]:
+def table2_rows(
+    records: Mapping[Combo, RunRecord], methods: Sequence[str], orders: Sequence[str]
+) -> List[Dict[str, Any]]:
     """Table 2: mean and sample std over seeds per (method, order), in percent (NaN where a
     metric is undefined, e.g. Avg/FF of zero-shot). ``test_images`` is the number the runs
     scored; runs of one (method, order) that scored different numbers raise ValueError."""
@@ -47,15 +69,23 @@ def table2_rows(records: Mapping[Combo, RunRecord], methods: Sequence[str], orde
                 mean, std, _ = mean_std([r[k] for r in group])
                 row[f"{k}_mean"] = 100.0 * mean if math.isfinite(mean) else math.nan
                 row[f"{k}_std"] = 100.0 * std if math.isfinite(std) else math.nan
-            counts = {n_test_images(rec) for c, rec in records.items() if c.order == order and c.method == method}
+            counts = {
+                n_test_images(rec)
+                for c, rec in records.items()
+                if c.order == order and c.method == method
+            }
             if len(counts) > 1:
-                raise ValueError(f"{method} ({order}) runs scored different numbers of test images: {sorted(counts)}")
+                raise ValueError(
+                    f"{method} ({order}) runs scored different numbers of test images: {sorted(counts)}"
+                )
             row["test_images"] = counts.pop()
             rows.append(row)
     return rows
 
 
-def by_method_seed(records: Mapping[Combo, RunRecord], order: str) -> Dict[str, Dict[int, RunRecord]]:
+def by_method_seed(
+    records: Mapping[Combo, RunRecord], order: str
+) -> Dict[str, Dict[int, RunRecord]]:
     """method -> seed -> run, for one order."""
     out: Dict[str, Dict[int, RunRecord]] = {}
     for c, rec in records.items():
@@ -64,8 +94,11 @@ def by_method_seed(records: Mapping[Combo, RunRecord], order: str) -> Dict[str, 
     return out
 
 
-def write_tables(spec: SweepSpec, out: Path = Path("results/tables"),
-                 silhouettes: Optional[Mapping[str, Mapping[int, float]]] = None) -> Tuple[List[Dict[str, Any]], List[Verdict], str]:
+def write_tables(
+    spec: SweepSpec,
+    out: Path = Path("results/tables"),
+    silhouettes: Optional[Mapping[str, Mapping[int, float]]] = None,
+) -> Tuple[List[Dict[str, Any]], List[Verdict], str]:
     """Collect ``spec``'s finished runs, then write table2.csv, claims.csv and claims.md to ``out``.
 
     Returns:
@@ -86,11 +119,20 @@ def write_tables(spec: SweepSpec, out: Path = Path("results/tables"),
         vs = judge_runs(by_method_seed(records, order), silhouettes)
         verdicts += vs
         claim_rows += [dict(v.row(), order=order) for v in vs]
-        text += [f"## Order `{order}`", "", claims_markdown(vs) if vs else "No MoDA run finished.", ""]
+        text += [
+            f"## Order `{order}`",
+            "",
+            claims_markdown(vs) if vs else "No MoDA run finished.",
+            "",
+        ]
     write_csv(out / "claims.csv", claim_rows, list(CLAIMS_COLUMNS))
     text += [f"Finished runs: {len(records)} of {len(spec.combos())}."]
     if missing:
-        text += ["", "Missing (not in any table): " + ", ".join(f"{m.combo.name} ({m.status})" for m in missing)]
+        text += [
+            "",
+            "Missing (not in any table): "
+            + ", ".join(f"{m.combo.name} ({m.status})" for m in missing),
+        ]
     md = "\n".join(text) + "\n"
     write_text(out / "claims.md", md)
     return rows, verdicts, md

@@ -17,6 +17,7 @@ the first in grid order.
 ``tune.json`` and ``tune.csv`` in ``<results_dir>/<profile>/tune/<method>/`` record the grid,
 every point's score (and its other validation summaries), the criterion and the choice.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -51,7 +52,9 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[Any]]:
     grid: Dict[str, List[Any]] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"grid entry {item!r} must look like section.key=v1,v2 (e.g. train.lr=1e-4,1e-3)")
+            raise ConfigError(
+                f"grid entry {item!r} must look like section.key=v1,v2 (e.g. train.lr=1e-4,1e-3)"
+            )
         key, values = item.split("=", 1)
         key = key.strip()
         parsed = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
@@ -60,11 +63,15 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[Any]]:
         if key in grid:
             raise ConfigError(f"grid key {key!r} is given twice; list all its values in one --grid")
         if key in _FORBIDDEN:
-            raise ConfigError(f"grid key {key!r} is set by the tuning itself; valid grid keys are config keys "
-                              f"other than {', '.join(_FORBIDDEN)}")
+            raise ConfigError(
+                f"grid key {key!r} is set by the tuning itself; valid grid keys are config keys "
+                f"other than {', '.join(_FORBIDDEN)}"
+            )
         grid[key] = parsed
     if not grid:
-        raise ConfigError("tuning needs a grid: --grid section.key=v1,v2 (e.g. --grid train.lr=1e-4,3e-4,1e-3)")
+        raise ConfigError(
+            "tuning needs a grid: --grid section.key=v1,v2 (e.g. --grid train.lr=1e-4,3e-4,1e-3)"
+        )
     return grid
 
 
@@ -76,7 +83,9 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> List[Dict[str, Any]]:
 
 def point_name(point: Mapping[str, Any]) -> str:
     """A folder name for one grid point, e.g. ``train.lr=0.0001+train.epochs=4``."""
-    return "+".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()).replace("/", "_")
+    return "+".join(
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in point.items()
+    ).replace("/", "_")
 
 
 def _dotted(point: Mapping[str, Any]) -> Dict[str, Any]:
@@ -112,10 +121,18 @@ class TuneSpec:
         fixed = [item.split("=", 1)[0].strip() for item in self.dotted]
         clash = [k for k in fixed if k in point or k in _FORBIDDEN]
         if clash:
-            raise ConfigError(f"--set {', '.join(clash)} clashes with the tuning's grid or its own keys "
-                              f"({', '.join(_FORBIDDEN)}); give each key once, in --grid or --set")
-        own = {"method": self.method, "eval": {"split": "val"}, "run_name": f"tune/{self.method}/{point_name(point)}"}
-        values = merge(merge(merge(self.overrides, dotted_to_dict(self.dotted)), _dotted(point)), own)
+            raise ConfigError(
+                f"--set {', '.join(clash)} clashes with the tuning's grid or its own keys "
+                f"({', '.join(_FORBIDDEN)}); give each key once, in --grid or --set"
+            )
+        own = {
+            "method": self.method,
+            "eval": {"split": "val"},
+            "run_name": f"tune/{self.method}/{point_name(point)}",
+        }
+        values = merge(
+            merge(merge(self.overrides, dotted_to_dict(self.dotted)), _dotted(point)), own
+        )
         return make_config(self.profile, values)
 
     def out_dir(self) -> Path:
@@ -146,11 +163,15 @@ def choose(rows: Sequence[Mapping[str, Any]], criterion: str) -> int:
         if score is not None and math.isfinite(score) and score > best_score:
             best, best_score = i, score
     if best < 0:
-        raise ConfigError(f"no grid point has a finite {criterion}; choose another --criterion ({', '.join(CRITERIA)})")
+        raise ConfigError(
+            f"no grid point has a finite {criterion}; choose another --criterion ({', '.join(CRITERIA)})"
+        )
     return best
 
 
-def run_tune(spec: TuneSpec, force: bool = False, echo: Callable[[str], None] = print) -> TuneResult:
+def run_tune(
+    spec: TuneSpec, force: bool = False, echo: Callable[[str], None] = print
+) -> TuneResult:
     """Run every grid point on the validation split, score it, pick the best, write tune.json/.csv.
 
     Arguments:
@@ -175,22 +196,44 @@ def run_tune(spec: TuneSpec, force: bool = False, echo: Callable[[str], None] = 
         rec = load_run(run_dir)
         s = rec.matrix.summary("iou")
         sb = rec.matrix.summary("biou")
-        row = {**point, "last_iou": s["last"], "avg_iou": s["avg"], "ff_iou": s["ff"], "last_biou": sb["last"],
-               "avg_biou": sb["avg"], "run_dir": portable(run_dir)}
+        row = {
+            **point,
+            "last_iou": s["last"],
+            "avg_iou": s["avg"],
+            "ff_iou": s["ff"],
+            "last_biou": sb["last"],
+            "avg_biou": sb["avg"],
+            "run_dir": portable(run_dir),
+        }
         rows.append(row)
-        echo(f"[{i}/{len(points)}] {point_name(point)}: validation {spec.criterion} = "
-             f"{100 * row[spec.criterion]:.1f} ({time.perf_counter() - t0:.0f} s)")
+        echo(
+            f"[{i}/{len(points)}] {point_name(point)}: validation {spec.criterion} = "
+            f"{100 * row[spec.criterion]:.1f} ({time.perf_counter() - t0:.0f} s)"
+        )
     best = choose(rows, spec.criterion)
     out = spec.out_dir()
     choice = {k: rows[best][k] for k in spec.grid}
-    write_json(out / "tune.json", {
-        "method": spec.method, "profile": spec.profile, "grid": spec.grid, "criterion": spec.criterion,
-        "criterion_text": _CRITERION_TEXT[spec.criterion], "split": "val",
-        "val_cap": configs[0].data.val_cap, "order": list(rec.meta["resolved"]["order"]),
-        "overrides": {k: (portable(v) if k == "results_dir" else v) for k, v in spec.overrides.items()},
-        "dotted": [portable_text(d) for d in spec.dotted], "points": rows, "choice": choice,
-        "choice_score": rows[best][spec.criterion], "choice_run_dir": rows[best]["run_dir"],
-    })
+    write_json(
+        out / "tune.json",
+        {
+            "method": spec.method,
+            "profile": spec.profile,
+            "grid": spec.grid,
+            "criterion": spec.criterion,
+            "criterion_text": _CRITERION_TEXT[spec.criterion],
+            "split": "val",
+            "val_cap": configs[0].data.val_cap,
+            "order": list(rec.meta["resolved"]["order"]),
+            "overrides": {
+                k: (portable(v) if k == "results_dir" else v) for k, v in spec.overrides.items()
+            },
+            "dotted": [portable_text(d) for d in spec.dotted],
+            "points": rows,
+            "choice": choice,
+            "choice_score": rows[best][spec.criterion],
+            "choice_run_dir": rows[best]["run_dir"],
+        },
+    )
     write_csv(out / "tune.csv", [{**r, "chosen": i == best} for i, r in enumerate(rows)])
     return TuneResult(out, rows, choice, spec.criterion)
 
@@ -203,12 +246,23 @@ _CRITERION_TEXT = {
 
 def describe(result: TuneResult) -> Tuple[str, ...]:
     """Lines for the terminal: one per point and the choice."""
-    lines = [f"{point_name({k: r[k] for k in result.choice})}: {result.criterion} = {100 * r[result.criterion]:.1f}"
-             for r in result.rows]
+    lines = [
+        f"{point_name({k: r[k] for k in result.choice})}: {result.criterion} = {100 * r[result.criterion]:.1f}"
+        for r in result.rows
+    ]
     lines.append(f"choice ({result.criterion} on validation): {point_name(result.choice)}")
     lines.append(f"written: {result.out / 'tune.json'}, {result.out / 'tune.csv'}")
     return tuple(lines)
 
 
-__all__ = ["CRITERIA", "TuneResult", "TuneSpec", "choose", "describe", "grid_points", "parse_grid", "point_name",
-           "run_tune"]
+__all__ = [
+    "CRITERIA",
+    "TuneResult",
+    "TuneSpec",
+    "choose",
+    "describe",
+    "grid_points",
+    "parse_grid",
+    "point_name",
+    "run_tune",
+]

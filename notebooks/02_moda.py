@@ -24,7 +24,6 @@
 
 # %%
 # %config InlineBackend.figure_format = 'png'
-import math
 import time
 from pathlib import Path
 
@@ -43,8 +42,12 @@ nb.begin(globals())
 profile = "cpu"
 order = "paper"
 seeds = [0]
-bases = ["sequential", "decoder_tuning", "sam_adapter"]   # each runs alone and with MoDA (<base>_moda)
-moda_options = {}      # MoDA options for every *_moda run, e.g. {"router": "cosine"}
+bases = [
+    "sequential",
+    "decoder_tuning",
+    "sam_adapter",
+]  # each runs alone and with MoDA (<base>_moda)
+moda_options = {}  # MoDA options for every *_moda run, e.g. {"router": "cosine"}
 backbone = None
 data_root = None
 results_dir = "results/runs"
@@ -52,7 +55,21 @@ cache_dir = None
 overrides = {}
 
 # %%
-params = nb.end(globals(), declared=['profile', 'order', 'seeds', 'bases', 'moda_options', 'backbone', 'data_root', 'results_dir', 'cache_dir', 'overrides'])
+params = nb.end(
+    globals(),
+    declared=[
+        "profile",
+        "order",
+        "seeds",
+        "bases",
+        "moda_options",
+        "backbone",
+        "data_root",
+        "results_dir",
+        "cache_dir",
+        "overrides",
+    ],
+)
 params
 
 # %%
@@ -65,20 +82,35 @@ ctx = Context()
 runs, walls = {}, []
 for method in methods:
     for s in nb.as_list(seeds):
-        extra = {"method_options": dict(moda_options)} if method.endswith("_moda") and moda_options else None
+        extra = (
+            {"method_options": dict(moda_options)}
+            if method.endswith("_moda") and moda_options
+            else None
+        )
         t0 = time.perf_counter()
         path = run(nb.config_for(params, method, int(s), extra=extra), ctx=ctx)
         runs.setdefault(method, []).append(load_run(path))
-        walls.append({"method": method, "seed": int(s), "this_call_s": time.perf_counter() - t0,
-                      "run_compute_s": runs[method][-1].compute_s, "run": portable(path)})
+        walls.append(
+            {
+                "method": method,
+                "seed": int(s),
+                "this_call_s": time.perf_counter() - t0,
+                "run_compute_s": runs[method][-1].compute_s,
+                "run": portable(path),
+            }
+        )
 records = [r for recs in runs.values() for r in recs]
 label = data_label(records)
 synthetic = "SYNTHETIC" in label
 res = records[0].meta["resolved"]
 report_dir = Path(results_dir) / profile / "reports"
 first = {m: recs[0] for m, recs in runs.items()}
-display(Markdown(f"Data: **{label}**. Backbone `{res['backbone']}` at {res['image_size']} px; "
-                 f"order {', '.join(res['order'])}; seeds {nb.as_list(seeds)}; profile `{profile}`."))
+display(
+    Markdown(
+        f"Data: **{label}**. Backbone `{res['backbone']}` at {res['image_size']} px; "
+        f"order {', '.join(res['order'])}; seeds {nb.as_list(seeds)}; profile `{profile}`."
+    )
+)
 display(Markdown(markdown_table(walls, ["method", "seed", "this_call_s", "run_compute_s", "run"])))
 
 # %% [markdown]
@@ -110,8 +142,8 @@ display(Markdown(markdown_table(walls, ["method", "seed", "this_call_s", "run_co
 
 # %%
 from cosam.diagrams import moda_diagram
-moda_diagram(n_gat=(moda_options or {}).get("n_gat", 9), n_tasks=len(res["order"]));
 
+moda_diagram(n_gat=(moda_options or {}).get("n_gat", 9), n_tasks=len(res["order"]))
 # %% [markdown]
 # ## Each base alone and with MoDA (first seed; IoU/BIoU %, router accuracy after the last task)
 
@@ -124,13 +156,19 @@ if any(len(recs) > 1 for recs in runs.values()):
     stats = plots.seed_stats(runs)
     display(Markdown("Over seeds (mean ± std):\n\n" + markdown_table(plots.table2_rows(stats))))
 from cosam.report import load_sweep
+
 sweep = load_sweep(results_dir, profile)
 if sweep is not None:
-    display(Markdown(f"### From the seeds × orders sweep (`{sweep.path}`)\n\n" + sweep.embedded_markdown()))
-    sweep.figure();
+    display(
+        Markdown(
+            f"### From the seeds × orders sweep (`{sweep.path}`)\n\n" + sweep.embedded_markdown()
+        )
+    )
+    sweep.figure()
 
 # %%
 from cosam.report import n_test_images, restrict_to_subset
+
 counts = {m: n_test_images(r) for m, r in first.items()}
 full_n = max([c for c in counts.values() if c] or [0])
 capped = [m for m, c in counts.items() if c and c < full_n]
@@ -142,8 +180,12 @@ if capped:
             same.append(moda_rows({m: r if m in capped else restrict_to_subset(r, sub)})[0])
         except ValueError:
             pass
-    display(Markdown(f"**{', '.join(capped)} ran on {counts[capped[0]]} test images (the others on {full_n}).** "
-                     f"Every method on those images (%):\n\n" + markdown_table(same, pct=pct)))
+    display(
+        Markdown(
+            f"**{', '.join(capped)} ran on {counts[capped[0]]} test images (the others on {full_n}).** "
+            f"Every method on those images (%):\n\n" + markdown_table(same, pct=pct)
+        )
+    )
 
 # %% [markdown]
 # ## Task matrices: each base (left) and with MoDA (right), IoU %
@@ -151,7 +193,9 @@ if capped:
 # %%
 pairs = [(b, f"{b}_moda") for b in nb.as_list(bases) if b in first and f"{b}_moda" in first]
 if pairs:
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(12, 4.4 * len(pairs)), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(pairs), 2, figsize=(12, 4.4 * len(pairs)), squeeze=False, layout="constrained"
+    )
     for (b, m), row in zip(pairs, axes):
         plots.matrix_heatmap(first[b].matrix, "iou", ax=row[0], name=b)
         plots.matrix_heatmap(first[m].matrix, "iou", ax=row[1], name=m)
@@ -163,7 +207,9 @@ if pairs:
 # %%
 routed = {m: load_router(r) for m, r in first.items() if load_router(r)}
 if routed:
-    fig, axes = plt.subplots(1, len(routed), figsize=(5.6 * len(routed), 4.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(routed), figsize=(5.6 * len(routed), 4.8), squeeze=False, layout="constrained"
+    )
     for ax, (m, router) in zip(axes[0], routed.items()):
         plots.confusion_heatmap(router["final"], ax=ax, name=m)
     fig.suptitle(plots.title("Router confusion after the last task", synthetic))
@@ -172,59 +218,93 @@ if routed:
         write_csv(report_dir / f"02_moda_router_{m}.csv", acc_rows)
     m0 = next(iter(routed))
     acc_rows = router_accuracy_rows(routed[m0])
-    display(Markdown(f"Task-id accuracy of `{m0}` on the seen tasks' test images after each step (%):\n\n"
-                     + markdown_table(acc_rows, list(acc_rows[-1]), pct=[k for k in acc_rows[-1] if k != "step"])))
+    display(
+        Markdown(
+            f"Task-id accuracy of `{m0}` on the seen tasks' test images after each step (%):\n\n"
+            + markdown_table(
+                acc_rows, list(acc_rows[-1]), pct=[k for k in acc_rows[-1] if k != "step"]
+            )
+        )
+    )
 
 # %% [markdown]
 # ## Storage and compute per task
 
 # %%
-cost = [{"method": r["method"], "stored params / task": r["stored_params_per_task"],
-         "stored params, all": r["stored_params_total"], "buffer images": r["buffer_images"],
-         "train s": r["train_s"]} for r in table]
+cost = [
+    {
+        "method": r["method"],
+        "stored params / task": r["stored_params_per_task"],
+        "stored params, all": r["stored_params_total"],
+        "buffer images": r["buffer_images"],
+        "train s": r["train_s"],
+    }
+    for r in table
+]
 display(Markdown(markdown_table(cost)))
 fig, ax = plt.subplots(figsize=(7, 0.4 * len(cost) + 1.2), layout="constrained")
-ax.barh([c["method"] for c in cost], [(c["stored params, all"] or 0) / 1e6 for c in cost], color="tab:blue")
+ax.barh(
+    [c["method"] for c in cost],
+    [(c["stored params, all"] or 0) / 1e6 for c in cost],
+    color="tab:blue",
+)
 ax.invert_yaxis()
 ax.set_xlabel("parameters stored after the last task (millions)")
-ax.set_title(plots.title("What each method keeps", synthetic));
-
+ax.set_title(plots.title("What each method keeps", synthetic))
 # %% [markdown]
 # ## Conclusions
 
 # %%
 from cosam.claims import claims_markdown, judge_runs
+
 by = {r["method"]: r for r in table}
 seed_runs = {m: {int(r.meta["config"]["seed"]): r for r in recs} for m, recs in runs.items()}
 n_seeds = len(nb.as_list(seeds))
-parts = [f"Data: {label}.", "",
-         f"### The paper's claims on this notebook's runs ({n_seeds} seed{'s' if n_seeds > 1 else ''})", "",
-         claims_markdown(judge_runs(seed_runs))]
+parts = [
+    f"Data: {label}.",
+    "",
+    f"### The paper's claims on this notebook's runs ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
+    "",
+    claims_markdown(judge_runs(seed_runs)),
+]
 if sweep is not None:
     from cosam.report import load_run as _load
+
     sweep_runs = {}
     for row in sweep.per_seed:
         if row["order"] == order:
             sweep_runs.setdefault(row["method"], {})[int(row["seed"])] = _load(Path(row["run"]))
     verdicts = judge_runs(sweep_runs)
     if verdicts:
-        parts += [f"### The same claims over the sweep's seeds (order `{order}`)", "", claims_markdown(verdicts)]
+        parts += [
+            f"### The same claims over the sweep's seeds (order `{order}`)",
+            "",
+            claims_markdown(verdicts),
+        ]
 lines = []
 for b, m in pairs:
     d = 100 * (by[m]["last_iou"] - by[b]["last_iou"])
     n_t = len(first[m].matrix.tasks)
-    lines.append(f"- {b} (seed {nb.as_list(seeds)[0]}): Last-IoU {100 * by[b]['last_iou']:.1f}% → "
-                 f"{100 * by[m]['last_iou']:.1f}% with MoDA ({d:+.1f} points); FF-IoU {100 * by[b]['ff_iou']:.1f} → "
-                 f"{100 * by[m]['ff_iou']:.1f} points; router accuracy {100 * (by[m]['router_acc'] or 0):.1f}%. "
-                 f"Cost: {(by[m]['stored_params_per_task'] or 0) / 1e6:.2f} M parameters and "
-                 f"{(by[m]['buffer_images'] or 0) // max(n_t, 1)} buffer images stored per task; "
-                 f"{(by[m]['train_s'] or 0) / max(n_t, 1):.0f} s of training per task against "
-                 f"{(by[b]['train_s'] or 0) / max(n_t, 1):.0f} s for the base.")
+    lines.append(
+        f"- {b} (seed {nb.as_list(seeds)[0]}): Last-IoU {100 * by[b]['last_iou']:.1f}% → "
+        f"{100 * by[m]['last_iou']:.1f}% with MoDA ({d:+.1f} points); FF-IoU {100 * by[b]['ff_iou']:.1f} → "
+        f"{100 * by[m]['ff_iou']:.1f} points; router accuracy {100 * (by[m]['router_acc'] or 0):.1f}%. "
+        f"Cost: {(by[m]['stored_params_per_task'] or 0) / 1e6:.2f} M parameters and "
+        f"{(by[m]['buffer_images'] or 0) // max(n_t, 1)} buffer images stored per task; "
+        f"{(by[m]['train_s'] or 0) / max(n_t, 1):.0f} s of training per task against "
+        f"{(by[b]['train_s'] or 0) / max(n_t, 1):.0f} s for the base."
+    )
 for m, router in routed.items():
     final = router["final"]
     worst = min(final["per_task"], key=final["per_task"].get)
     conf = final["confusion"][worst]
-    wrong = max((c, final["adapters"][j]) for j, c in enumerate(conf) if final["adapters"][j] != worst) if len(conf) > 1 else (0, "-")
-    lines.append(f"- {m}: the router is least accurate on {worst} ({100 * final['per_task'][worst]:.1f}%), "
-                 f"whose images it sends most often to the {wrong[1]} adapter ({wrong[0]} images).")
+    wrong = (
+        max((c, final["adapters"][j]) for j, c in enumerate(conf) if final["adapters"][j] != worst)
+        if len(conf) > 1
+        else (0, "-")
+    )
+    lines.append(
+        f"- {m}: the router is least accurate on {worst} ({100 * final['per_task'][worst]:.1f}%), "
+        f"whose images it sends most often to the {wrong[1]} adapter ({wrong[0]} images)."
+    )
 display(Markdown("\n".join(parts) + "\n\n### Numbers of the first seed\n\n" + "\n".join(lines)))

@@ -46,11 +46,9 @@
 
 # %%
 # %config InlineBackend.figure_format = 'png'
-import math
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import cosam.notebook as nb
@@ -64,8 +62,8 @@ nb.begin(globals())
 profile = "cpu"
 order = "paper"
 seed = 0
-method = "sequential_moda"   # the MoDA run whose pool is re-routed
-steps = "last"               # last | all
+method = "sequential_moda"  # the MoDA run whose pool is re-routed
+steps = "last"  # last | all
 variants = {
     "default: k=9, trained, one-way, linear, buffer 10": {},
     "GFT only (k=0)": {"n_gat": 0},
@@ -85,7 +83,22 @@ cache_dir = None
 overrides = {}
 
 # %%
-params = nb.end(globals(), declared=['profile', 'order', 'seed', 'method', 'steps', 'variants', 'backbone', 'data_root', 'results_dir', 'cache_dir', 'overrides'])
+params = nb.end(
+    globals(),
+    declared=[
+        "profile",
+        "order",
+        "seed",
+        "method",
+        "steps",
+        "variants",
+        "backbone",
+        "data_root",
+        "results_dir",
+        "cache_dir",
+        "overrides",
+    ],
+)
 params
 
 # %%
@@ -100,47 +113,84 @@ label = data_label([base_run])
 synthetic = "SYNTHETIC" in label
 report_dir = Path(results_dir) / profile / "reports"
 rows = []
-for i, (name, options) in enumerate(variants.items()):
+for _i, (name, options) in enumerate(variants.items()):
     t0 = time.perf_counter()
     r = reroute(base_run.path, options, steps=steps, ctx=ctx)
-    rows.append({"variant": name, "options": str(options), **{k: r["summary"].get(k) for k in
-                ("router_accuracy", "last_iou", "last_biou", "avg_iou", "ff_iou")},
-                 "router_s": sum(r["router_seconds"]), "wall_s": time.perf_counter() - t0})
+    rows.append(
+        {
+            "variant": name,
+            "options": str(options),
+            **{
+                k: r["summary"].get(k)
+                for k in ("router_accuracy", "last_iou", "last_biou", "avg_iou", "ff_iou")
+            },
+            "router_s": sum(r["router_seconds"]),
+            "wall_s": time.perf_counter() - t0,
+        }
+    )
 write_csv(report_dir / "03_ablations.csv", rows)
 res = base_run.meta["resolved"]
-display(Markdown(f"Data: **{label}**. `{method}`, backbone `{res['backbone']}` at {res['image_size']} px; "
-                 f"order {', '.join(res['order'])}; seed {seed}; profile `{profile}`; steps `{steps}`."))
+display(
+    Markdown(
+        f"Data: **{label}**. `{method}`, backbone `{res['backbone']}` at {res['image_size']} px; "
+        f"order {', '.join(res['order'])}; seed {seed}; profile `{profile}`; steps `{steps}`."
+    )
+)
 
 # %% [markdown]
 # ## Router accuracy and Last after the last task, per variant (%)
 
 # %%
-cols = ["variant", "router_accuracy", "last_iou", "last_biou"] + (["avg_iou", "ff_iou"] if steps == "all" else []) + ["router_s", "wall_s"]
-display(Markdown(markdown_table(rows, cols, pct=["router_accuracy", "last_iou", "last_biou", "avg_iou", "ff_iou"])))
-plots.ablation_bars(rows, name=plots.title(f"{method}: router ablations", synthetic));
-
+cols = (
+    ["variant", "router_accuracy", "last_iou", "last_biou"]
+    + (["avg_iou", "ff_iou"] if steps == "all" else [])
+    + ["router_s", "wall_s"]
+)
+display(
+    Markdown(
+        markdown_table(
+            rows, cols, pct=["router_accuracy", "last_iou", "last_biou", "avg_iou", "ff_iou"]
+        )
+    )
+)
+plots.ablation_bars(rows, name=plots.title(f"{method}: router ablations", synthetic))
 # %% [markdown]
 # ## Conclusions
 
 # %%
 by = {r["variant"]: r for r in rows}
 default = rows[0]
-lines = [f"- Data: {label}.", f"- Default ({default['variant']}): router accuracy {100 * default['router_accuracy']:.1f}%, "
-         f"Last-IoU {100 * default['last_iou']:.1f}%."]
+lines = [
+    f"- Data: {label}.",
+    f"- Default ({default['variant']}): router accuracy {100 * default['router_accuracy']:.1f}%, "
+    f"Last-IoU {100 * default['last_iou']:.1f}%.",
+]
 best = max(rows, key=lambda r: r["router_accuracy"])
 worst = min(rows, key=lambda r: r["router_accuracy"])
-lines.append(f"- Most accurate router: {best['variant']} ({100 * best['router_accuracy']:.1f}%); least: "
-             f"{worst['variant']} ({100 * worst['router_accuracy']:.1f}%, Last-IoU {100 * worst['last_iou']:.1f}%).")
+lines.append(
+    f"- Most accurate router: {best['variant']} ({100 * best['router_accuracy']:.1f}%); least: "
+    f"{worst['variant']} ({100 * worst['router_accuracy']:.1f}%, Last-IoU {100 * worst['last_iou']:.1f}%)."
+)
 spread = 100 * (max(r["last_iou"] for r in rows) - min(r["last_iou"] for r in rows))
-lines.append(f"- Across variants Last-IoU spans {spread:.1f} points and router accuracy "
-             f"{100 * (best['router_accuracy'] - worst['router_accuracy']):.1f} points.")
-opposite = [r["variant"] for r in rows[1:]
-            if (r["router_accuracy"] - default["router_accuracy"]) * (r["last_iou"] - default["last_iou"]) < 0]
+lines.append(
+    f"- Across variants Last-IoU spans {spread:.1f} points and router accuracy "
+    f"{100 * (best['router_accuracy'] - worst['router_accuracy']):.1f} points."
+)
+opposite = [
+    r["variant"]
+    for r in rows[1:]
+    if (r["router_accuracy"] - default["router_accuracy"]) * (r["last_iou"] - default["last_iou"])
+    < 0
+]
 if opposite:
-    lines.append(f"- In {len(opposite)} of {len(rows) - 1} variants router accuracy and Last-IoU move in opposite "
-                 f"directions against the default ({', '.join(opposite)}): router accuracy alone does not "
-                 f"predict Last-IoU here.")
+    lines.append(
+        f"- In {len(opposite)} of {len(rows) - 1} variants router accuracy and Last-IoU move in opposite "
+        f"directions against the default ({', '.join(opposite)}): router accuracy alone does not "
+        f"predict Last-IoU here."
+    )
 for r in rows[1:]:
-    lines.append(f"- {r['variant']}: router accuracy {100 * (r['router_accuracy'] - default['router_accuracy']):+.1f} points, "
-                 f"Last-IoU {100 * (r['last_iou'] - default['last_iou']):+.1f} points vs the default.")
+    lines.append(
+        f"- {r['variant']}: router accuracy {100 * (r['router_accuracy'] - default['router_accuracy']):+.1f} points, "
+        f"Last-IoU {100 * (r['last_iou'] - default['last_iou']):+.1f} points vs the default."
+    )
 display(Markdown("\n".join(lines)))

@@ -38,8 +38,6 @@
 
 # %%
 # %config InlineBackend.figure_format = 'png'
-import math
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -57,7 +55,7 @@ profile = "cpu"
 order = "paper"
 seed = 0
 method = "sequential_moda"
-per_domain = None      # test images per domain (None: all)
+per_domain = None  # test images per domain (None: all)
 perplexity = 30.0
 backbone = None
 data_root = None
@@ -66,7 +64,22 @@ cache_dir = None
 overrides = {}
 
 # %%
-params = nb.end(globals(), declared=['profile', 'order', 'seed', 'method', 'per_domain', 'perplexity', 'backbone', 'data_root', 'results_dir', 'cache_dir', 'overrides'])
+params = nb.end(
+    globals(),
+    declared=[
+        "profile",
+        "order",
+        "seed",
+        "method",
+        "per_domain",
+        "perplexity",
+        "backbone",
+        "data_root",
+        "results_dir",
+        "cache_dir",
+        "overrides",
+    ],
+)
 params
 
 # %%
@@ -80,31 +93,66 @@ rec = load_run(run(nb.config_for(params, method, int(seed)), ctx=ctx))
 label = data_label([rec])
 synthetic = "SYNTHETIC" in label
 feats = gft_features(rec.path, per_domain=per_domain, ctx=ctx)
-spaces = {"GFT query (trained tokens)": feats.queries, "GFT query (random tokens)": feats.queries_random,
-          "mean-pooled SAM embedding": feats.pooled}
-result = {name: separation(x, feats.domains, seed=int(seed), perplexity=perplexity) for name, x in spaces.items()}
-scores = [{"features": n, "dim": spaces[n].shape[1], "silhouette (features, cosine)": r["silhouette_features"],
-           "silhouette (t-SNE 2-D)": r["silhouette_tsne"]} for n, r in result.items()]
+spaces = {
+    "GFT query (trained tokens)": feats.queries,
+    "GFT query (random tokens)": feats.queries_random,
+    "mean-pooled SAM embedding": feats.pooled,
+}
+result = {
+    name: separation(x, feats.domains, seed=int(seed), perplexity=perplexity)
+    for name, x in spaces.items()
+}
+scores = [
+    {
+        "features": n,
+        "dim": spaces[n].shape[1],
+        "silhouette (features, cosine)": r["silhouette_features"],
+        "silhouette (t-SNE 2-D)": r["silhouette_tsne"],
+    }
+    for n, r in result.items()
+]
 write_csv(Path(results_dir) / profile / "reports" / "04_tsne_silhouette.csv", scores)
-display(Markdown(f"Data: **{label}**. `{method}` run `{rec.path}`; {len(feats.domains)} test images."))
-display(Markdown(markdown_table([{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in row.items()} for row in scores])))
+display(
+    Markdown(f"Data: **{label}**. `{method}` run `{rec.path}`; {len(feats.domains)} test images.")
+)
+display(
+    Markdown(
+        markdown_table(
+            [
+                {k: f"{v:.3f}" if isinstance(v, float) else v for k, v in row.items()}
+                for row in scores
+            ]
+        )
+    )
+)
 
 # %%
 fig, axes = plt.subplots(1, len(result), figsize=(4.4 * len(result), 4.2), layout="constrained")
 for ax, (name, r) in zip(axes, result.items()):
-    plots.tsne_scatter(r["embedding"], feats.domains, ax=ax, name=f"{name}\nsilhouette {r['silhouette_features']:.2f}")
+    plots.tsne_scatter(
+        r["embedding"],
+        feats.domains,
+        ax=ax,
+        name=f"{name}\nsilhouette {r['silhouette_features']:.2f}",
+    )
 axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
-fig.suptitle(plots.title("t-SNE of test images, coloured by domain", synthetic));
-
+fig.suptitle(plots.title("t-SNE of test images, coloured by domain", synthetic))
 # %% [markdown]
 # ## Conclusions
 
 # %%
 s = {n: r["silhouette_features"] for n, r in result.items()}
-t, rnd, pooled = s["GFT query (trained tokens)"], s["GFT query (random tokens)"], s["mean-pooled SAM embedding"]
-lines = [f"- Data: {label}.",
-         f"- Silhouette on the true domains (feature space, cosine): trained GFT {t:.3f}, random-token GFT {rnd:.3f}, "
-         f"pooled SAM embedding {pooled:.3f} (1 = perfectly separated clusters, 0 = overlapping).",
-         f"- The trained GFT query separates the domains {'better' if t > pooled else 'worse'} than the plain pooled "
-         f"features ({t - pooled:+.3f}) and {'better' if t > rnd else 'worse'} than the released random tokens ({t - rnd:+.3f})."]
+t, rnd, pooled = (
+    s["GFT query (trained tokens)"],
+    s["GFT query (random tokens)"],
+    s["mean-pooled SAM embedding"],
+)
+lines = [
+    f"- Data: {label}.",
+    f"- Silhouette on the true domains (feature space, cosine): trained GFT {t:.3f}, random-token GFT {rnd:.3f}, "
+    f"pooled SAM embedding {pooled:.3f} (1 = perfectly separated clusters, 0 = overlapping).",
+    f"- The trained GFT query separates the domains {'better' if t > pooled else 'worse'} than the plain pooled "
+    f"features ({t - pooled:+.3f}) and {'better' if t > rnd else 'worse'} than the released random "
+    f"tokens ({t - rnd:+.3f}).",
+]
 display(Markdown("\n".join(lines)))

@@ -27,7 +27,6 @@ import math
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import cosam.notebook as nb
@@ -42,18 +41,47 @@ nb.begin(globals())
 profile = "cpu"
 order = "paper"
 seeds = [0]
-methods = ["zeroshot", "sequential", "joint", "lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning",
-           "sam_adapter", "sequential_moda", "decoder_tuning_moda", "sam_adapter_moda"]  # Table 2's rows
-backbone = None        # None: the profile's (vit_t; LiteMedSAM fallback when its weights are absent)
+methods = [
+    "zeroshot",
+    "sequential",
+    "joint",
+    "lwf",
+    "ewc",
+    "replay",
+    "l2p",
+    "dualprompt",
+    "coda",
+    "decoder_tuning",
+    "sam_adapter",
+    "sequential_moda",
+    "decoder_tuning_moda",
+    "sam_adapter_moda",
+]  # Table 2's rows
+backbone = None  # None: the profile's (vit_t; LiteMedSAM fallback when its weights are absent)
 data_root = None
 results_dir = "results/runs"
 cache_dir = None
-overrides = {}         # merged into every run's config, e.g. {"train": {"epochs": 2}}
-n_examples = 4        # probe images shown with their predicted masks
-example_method = "sequential"   # whose final model is shown beside zero-shot
+overrides = {}  # merged into every run's config, e.g. {"train": {"epochs": 2}}
+n_examples = 4  # probe images shown with their predicted masks
+example_method = "sequential"  # whose final model is shown beside zero-shot
 
 # %%
-params = nb.end(globals(), declared=['profile', 'order', 'seeds', 'methods', 'backbone', 'data_root', 'results_dir', 'cache_dir', 'overrides', 'n_examples', 'example_method'])
+params = nb.end(
+    globals(),
+    declared=[
+        "profile",
+        "order",
+        "seeds",
+        "methods",
+        "backbone",
+        "data_root",
+        "results_dir",
+        "cache_dir",
+        "overrides",
+        "n_examples",
+        "example_method",
+    ],
+)
 params
 
 # %%
@@ -62,24 +90,40 @@ from cosam.io import write_csv
 from cosam.report import data_label, load_run
 
 ctx = Context()  # one model and feature cache for every run
-runs = {}        # method -> [RunRecord per seed]
+runs = {}  # method -> [RunRecord per seed]
 walls = []
 for method in nb.as_list(methods):
     for s in nb.as_list(seeds):
         t0 = time.perf_counter()
         path = run(nb.config_for(params, method, int(s)), ctx=ctx)  # finished runs are reused
         runs.setdefault(method, []).append(load_run(path))
-        walls.append({"method": method, "seed": int(s), "this_call_s": time.perf_counter() - t0,
-                      "run_compute_s": runs[method][-1].compute_s, "run": portable(path)})
+        walls.append(
+            {
+                "method": method,
+                "seed": int(s),
+                "this_call_s": time.perf_counter() - t0,
+                "run_compute_s": runs[method][-1].compute_s,
+                "run": portable(path),
+            }
+        )
 records = [r for recs in runs.values() for r in recs]
 label = data_label(records)
 synthetic = "SYNTHETIC" in label
 res = records[0].meta["resolved"]
 report_dir = Path(results_dir) / profile / "reports"
-display(Markdown(f"Data: **{label}**. Backbone `{res['backbone']}` at {res['image_size']} px; "
-                 f"order {', '.join(res['order'])}; seeds {nb.as_list(seeds)}; profile `{profile}`."))
-display(Markdown("Runs (this_call_s: this notebook's time, near 0 for a reused run; run_compute_s: the run's own "
-                 "train + eval + encode seconds):\n\n" + markdown_table(walls, ["method", "seed", "this_call_s", "run_compute_s", "run"])))
+display(
+    Markdown(
+        f"Data: **{label}**. Backbone `{res['backbone']}` at {res['image_size']} px; "
+        f"order {', '.join(res['order'])}; seeds {nb.as_list(seeds)}; profile `{profile}`."
+    )
+)
+display(
+    Markdown(
+        "Runs (this_call_s: this notebook's time, near 0 for a reused run; run_compute_s: the run's own "
+        "train + eval + encode seconds):\n\n"
+        + markdown_table(walls, ["method", "seed", "this_call_s", "run_compute_s", "run"])
+    )
+)
 
 # %% [markdown]
 # ## Probe IoU after every step (first seed; dashed: SAM zero-shot)
@@ -90,20 +134,39 @@ with_probe = {m: r for m, r in first.items() if r.matrix.probe is not None}
 if not with_probe:
     raise RuntimeError("these runs have no probe (data.include_probe=false); nothing to report")
 zs_source = "zeroshot run" if "zeroshot" in with_probe else "row 0 of the first run"
-zero_shot = (with_probe.get("zeroshot") or next(iter(with_probe.values()))).matrix.summary("iou")["probe_zero_shot"]
+zero_shot = (with_probe.get("zeroshot") or next(iter(with_probe.values()))).matrix.summary("iou")[
+    "probe_zero_shot"
+]
 probe_name = next(iter(with_probe.values())).matrix.probe
-plots.probe_curves(with_probe, zero_shot, name=plots.title(f"Probe ({probe_name}) IoU after every step", synthetic));
-
+plots.probe_curves(
+    with_probe, zero_shot, name=plots.title(f"Probe ({probe_name}) IoU after every step", synthetic)
+)
 # %%
 table = plots.probe_rows(with_probe)
 write_csv(report_dir / "05_zero_shot_probe.csv", table)
-display(Markdown(f"Probe IoU (%) after every step; zero-shot from the {zs_source}; drop = before − after the last step.\n\n"
-                 + markdown_table(table, pct=[k for k in table[0] if k != "method"])))
+display(
+    Markdown(
+        f"Probe IoU (%) after every step; zero-shot from the {zs_source}; drop = before − after the last step.\n\n"
+        + markdown_table(table, pct=[k for k in table[0] if k != "method"])
+    )
+)
 if any(len(recs) > 1 for recs in runs.values()):
     stats = plots.seed_stats(runs, keys=("probe_zero_shot", "probe_last"))
-    display(Markdown("Over seeds (mean ± std):\n\n" + markdown_table(
-        [{"method": m, "probe before": plots.fmt_stat(s["probe_zero_shot"]), "probe after last": plots.fmt_stat(s["probe_last"])}
-         for m, s in stats.items()])))
+    display(
+        Markdown(
+            "Over seeds (mean ± std):\n\n"
+            + markdown_table(
+                [
+                    {
+                        "method": m,
+                        "probe before": plots.fmt_stat(s["probe_zero_shot"]),
+                        "probe after last": plots.fmt_stat(s["probe_last"]),
+                    }
+                    for m, s in stats.items()
+                ]
+            )
+        )
+    )
 
 # %% [markdown]
 # ## Example masks on probe images: zero-shot vs the final model
@@ -129,36 +192,66 @@ if len(shown) == 2 and n_examples > 0:
         worst = max([worst] + [abs(e.iou - stored[i][0]) for i, e in enumerate(ex)])
     agree = worst
     pairs = [load_pair(s) for s in samples]
-    plots.show_jpeg(plots.example_grid([p[0] for p in pairs], [p[1] for p in pairs], preds, labels=[s.name for s in samples],
-                    suptitle=plots.title(f"{bench.probe.name}: zero-shot vs final {example_method}", synthetic)))
-    display(Markdown(f"The example IoUs reproduce the run's stored per-image scores (largest difference {agree:.2g})."))
+    plots.show_jpeg(
+        plots.example_grid(
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            preds,
+            labels=[s.name for s in samples],
+            suptitle=plots.title(
+                f"{bench.probe.name}: zero-shot vs final {example_method}", synthetic
+            ),
+        )
+    )
+    display(
+        Markdown(
+            f"The example IoUs reproduce the run's stored per-image scores (largest difference {agree:.2g})."
+        )
+    )
 else:
-    display(Markdown(f"(examples need the zeroshot and {example_method} runs; methods were {list(first)})"))
+    display(
+        Markdown(
+            f"(examples need the zeroshot and {example_method} runs; methods were {list(first)})"
+        )
+    )
 
 # %% [markdown]
 # ## Conclusions
 
 # %%
-last = {m: plots.probe_series(r)[1][-1] for m, r in with_probe.items()}  # probe IoU after the last step
+last = {
+    m: plots.probe_series(r)[1][-1] for m, r in with_probe.items()
+}  # probe IoU after the last step
 trained = {m: x for m, x in last.items() if m != "zeroshot" and math.isfinite(x)}
-lines = [f"- Data: {label}.", f"- SAM zero-shot scores {100 * zero_shot:.1f}% IoU on the probe ({probe_name})."]
+lines = [
+    f"- Data: {label}.",
+    f"- SAM zero-shot scores {100 * zero_shot:.1f}% IoU on the probe ({probe_name}).",
+]
 if len(trained) == 1:
-    (only, x), = trained.items()
-    lines.append(f"- After the last step, {only} scores {100 * x:.1f}% ({100 * (x - zero_shot):+.1f} points vs zero-shot).")
+    ((only, x),) = trained.items()
+    lines.append(
+        f"- After the last step, {only} scores {100 * x:.1f}% ({100 * (x - zero_shot):+.1f} points vs zero-shot)."
+    )
 elif trained:
     ranked = sorted(trained, key=trained.get)
     keep, lose = ranked[-1], ranked[0]
     above = [m for m, x in trained.items() if x >= zero_shot]
-    lines.append(f"- After the last step, {keep} keeps the most ({100 * trained[keep]:.1f}%, "
-                 f"{100 * (trained[keep] - zero_shot):+.1f} points vs zero-shot) and {lose} the least "
-                 f"({100 * trained[lose]:.1f}%, {100 * (trained[lose] - zero_shot):+.1f}); "
-                 f"{len(above)} of {len(trained)} trained methods stay at or above zero-shot.")
+    lines.append(
+        f"- After the last step, {keep} keeps the most ({100 * trained[keep]:.1f}%, "
+        f"{100 * (trained[keep] - zero_shot):+.1f} points vs zero-shot) and {lose} the least "
+        f"({100 * trained[lose]:.1f}%, {100 * (trained[lose] - zero_shot):+.1f}); "
+        f"{len(above)} of {len(trained)} trained methods stay at or above zero-shot."
+    )
 if "sequential" in with_probe and with_probe["sequential"].matrix.is_full_sequence:
     steps, vals = plots.probe_series(with_probe["sequential"])
     k = min(range(len(vals)), key=lambda i: vals[i])
-    lines.append(f"- Sequential fine-tuning is lowest on the probe after step {k} "
-                 f"({with_probe['sequential'].matrix.rows[k]}: {100 * vals[k]:.1f}%) and ends at {100 * vals[-1]:.1f}%.")
+    lines.append(
+        f"- Sequential fine-tuning is lowest on the probe after step {k} "
+        f"({with_probe['sequential'].matrix.rows[k]}: {100 * vals[k]:.1f}%) and ends at {100 * vals[-1]:.1f}%."
+    )
 if math.isfinite(agree):
-    lines.append(f"- Re-predicting {len(samples)} probe images from the saved final states reproduces the stored "
-                 f"per-image IoU (largest difference {agree:.2g}).")
+    lines.append(
+        f"- Re-predicting {len(samples)} probe images from the saved final states reproduces the stored "
+        f"per-image IoU (largest difference {agree:.2g})."
+    )
 display(Markdown("\n".join(lines)))

@@ -14,6 +14,7 @@ JUPYTER_RUNTIME_DIR, MPLCONFIGDIR) goes to a temporary folder, where a ``python3
 pointing at this interpreter is written, so the reports never depend on ~/.jupyter or on which
 ``python`` is first on PATH. Runs are reused: a finished run folder is not retrained.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,13 @@ from typing import Any, Dict, List, Mapping, Optional
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KERNEL = "python3"
-ENV_DIRS = {"IPYTHONDIR": "ipython", "JUPYTER_CONFIG_DIR": "config", "JUPYTER_DATA_DIR": "data",
-            "JUPYTER_RUNTIME_DIR": "runtime", "MPLCONFIGDIR": "matplotlib"}
+ENV_DIRS = {
+    "IPYTHONDIR": "ipython",
+    "JUPYTER_CONFIG_DIR": "config",
+    "JUPYTER_DATA_DIR": "data",
+    "JUPYTER_RUNTIME_DIR": "runtime",
+    "MPLCONFIGDIR": "matplotlib",
+}
 
 
 def jupyter_env(root: Path) -> Dict[str, str]:
@@ -40,9 +46,15 @@ def jupyter_env(root: Path) -> Dict[str, str]:
         Path(d).mkdir(parents=True, exist_ok=True)
     spec = Path(env["JUPYTER_DATA_DIR"]) / "kernels" / KERNEL
     spec.mkdir(parents=True, exist_ok=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"Python 3 ({sys.executable})", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": f"Python 3 ({sys.executable})",
+                "language": "python",
+            }
+        )
+    )
     env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # silences a debugger warning in every kernel start
     return env
@@ -54,8 +66,15 @@ def execute(src: Path, out: Path, parameters: Mapping[str, Any], cwd: Path = REP
 
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pm.execute_notebook(str(src), str(out), parameters=dict(parameters), kernel_name=KERNEL, cwd=str(cwd),
-                        progress_bar=False, log_output=False)
+    pm.execute_notebook(
+        str(src),
+        str(out),
+        parameters=dict(parameters),
+        kernel_name=KERNEL,
+        cwd=str(cwd),
+        progress_bar=False,
+        log_output=False,
+    )
     wall = time.perf_counter() - t0
     make_portable(out)
     return wall
@@ -94,16 +113,25 @@ def to_html(executed: Path) -> Path:
         if cell.cell_type == "code" and SHOW_TAG not in tags:
             cell.metadata["tags"] = list(tags) + ["hide-input"]
     exporter = HTMLExporter()
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"hide-input"}, enabled=True), enabled=True)
+    exporter.register_preprocessor(
+        TagRemovePreprocessor(remove_input_tags={"hide-input"}, enabled=True), enabled=True
+    )
     body, _ = exporter.from_notebook_node(nb)
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
     return html
 
 
+def portable_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def cells(notebook: Any) -> List[tuple]:
     """What a notebook says, for comparing a pair: (cell type, source, tags) per cell."""
-    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in notebook.cells]
+    return [
+        (c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in notebook.cells
+    ]
 
 
 def out_of_sync(folder: Path = HERE) -> List[str]:
@@ -120,13 +148,19 @@ def out_of_sync(folder: Path = HERE) -> List[str]:
     for ipynb in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
         py = ipynb.with_suffix(".py")
         if not py.is_file():
-            problems.append(f"{ipynb.name} has no paired {py.name}; run: jupytext --set-formats ipynb,py:percent "
-                            f"notebooks/{ipynb.name}")
+            problems.append(
+                f"{ipynb.name} has no paired {py.name}; run: jupytext --set-formats ipynb,py:percent "
+                f"notebooks/{ipynb.name}"
+            )
         elif cells(jupytext.read(py)) != cells(nbformat.read(ipynb, as_version=4)):
-            problems.append(f"{ipynb.name} is out of sync with {py.name}; run: jupytext --sync notebooks/{py.name}")
+            problems.append(
+                f"{ipynb.name} is out of sync with {py.name}; run: jupytext --sync notebooks/{py.name}"
+            )
     for py in sorted(Path(folder).glob("[0-9][0-9]_*.py")):
         if not py.with_suffix(".ipynb").is_file():
-            problems.append(f"{py.name} has no paired .ipynb; run: jupytext --sync notebooks/{py.name}")
+            problems.append(
+                f"{py.name} has no paired .ipynb; run: jupytext --sync notebooks/{py.name}"
+            )
     return problems
 
 
@@ -145,11 +179,23 @@ def notebooks(only: Optional[List[str]] = None) -> List[Path]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="cpu", help="config profile: smoke | cpu | paper (default cpu)")
-    ap.add_argument("--only", action="append", metavar="NAME", help="run only this notebook (repeatable)")
-    ap.add_argument("--results-dir", default="results/runs", help="where run folders live (default results/runs)")
-    ap.add_argument("--cache-dir", default=None, help="feature cache / generated data (default .cache/cosam)")
-    ap.add_argument("--out", default="results", help="where executed notebooks and HTML go (default results)")
+    ap.add_argument(
+        "--profile", default="cpu", help="config profile: smoke | cpu | paper (default cpu)"
+    )
+    ap.add_argument(
+        "--only", action="append", metavar="NAME", help="run only this notebook (repeatable)"
+    )
+    ap.add_argument(
+        "--results-dir",
+        default="results/runs",
+        help="where run folders live (default results/runs)",
+    )
+    ap.add_argument(
+        "--cache-dir", default=None, help="feature cache / generated data (default .cache/cosam)"
+    )
+    ap.add_argument(
+        "--out", default="results", help="where executed notebooks and HTML go (default results)"
+    )
     args = ap.parse_args(argv)
 
     out = (REPO / args.out) if not Path(args.out).is_absolute() else Path(args.out)
@@ -158,7 +204,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         params["cache_dir"] = args.cache_dir
     stale = out_of_sync()
     if stale:
-        print("error: the notebooks are not in sync with their .py sources:\n  " + "\n  ".join(stale), file=sys.stderr)
+        print(
+            "error: the notebooks are not in sync with their .py sources:\n  " + "\n  ".join(stale),
+            file=sys.stderr,
+        )
         return 2
     todo = notebooks(args.only)
     with tempfile.TemporaryDirectory(prefix="cosam-jupyter-") as tmp:
@@ -170,12 +219,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             try:
                 wall = execute(src, executed, params)
             except Exception as exc:  # papermill has saved the partly executed notebook
-                print(f"{src.stem}: FAILED after its last good cell; see {executed}\n{exc}", file=sys.stderr)
+                print(
+                    f"{src.stem}: FAILED after its last good cell; see {executed}\n{exc}",
+                    file=sys.stderr,
+                )
                 return 1
             html = to_html(executed)
             size = (executed.stat().st_size + html.stat().st_size) / 1e6
-            print(f"{src.stem}: {wall:.0f} s -> {executed.relative_to(REPO) if executed.is_relative_to(REPO) else executed}, "
-                  f"{html.name} ({size:.1f} MB)", flush=True)
+            print(
+                f"{src.stem}: {wall:.0f} s -> {portable_path(executed)}, "
+                f"{html.name} ({size:.1f} MB)",
+                flush=True,
+            )
         print(f"all {len(todo)} notebook(s): {time.perf_counter() - total:.0f} s")
     return 0
 

@@ -4,6 +4,7 @@ The CUDA side (bf16 autocast, TF32, features kept on the GPU, torch.compile) can
 CI machine; what is checked here is that the CPU path does not change, that explicit CPU bf16
 (the same autocast code path) runs, and the pure resolution rules.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,16 @@ import torch
 from torch import nn
 
 import cosam.engine as engine
-from cosam.accel import CPU, Accel, keep_on_device, maybe_compile, resolve_device, resolve_precision, set_tf32, setup
+from cosam.accel import (
+    CPU,
+    Accel,
+    keep_on_device,
+    maybe_compile,
+    resolve_device,
+    resolve_precision,
+    set_tf32,
+    setup,
+)
 from cosam.config import make_config, merge
 from cosam.data.prompts import Prompt
 from cosam.engine import Context, run
@@ -24,7 +34,9 @@ from cosam.errors import ConfigError
 from cosam.models.decoder import embed_prompts
 from cosam.models.registry import build_sam
 
-SMALL: Dict[str, Any] = {"data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2, "order": ["BSData", "CAMO"]}}
+SMALL: Dict[str, Any] = {
+    "data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2, "order": ["BSData", "CAMO"]}
+}
 
 
 def _tf32_flags() -> tuple:
@@ -39,7 +51,7 @@ def _autocast_on_cpu() -> bool:
 
 
 def test_precision_and_device_resolution() -> None:
-    """"auto" is fp32 on the CPU and bf16 on CUDA; explicit values are kept; bad values are refused."""
+    """ "auto" is fp32 on the CPU and bf16 on CUDA; explicit values are kept; bad values are refused."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("auto", cuda) == "bf16"
@@ -58,7 +70,11 @@ def test_precision_and_device_resolution() -> None:
 
 
 def test_config_rejects_bad_accel_values() -> None:
-    for bad in ({"train": {"precision": "half"}}, {"train": {"cache_on_device": "yes"}}, {"device": "gpu"}):
+    for bad in (
+        {"train": {"precision": "half"}},
+        {"train": {"cache_on_device": "yes"}},
+        {"device": "gpu"},
+    ):
         with pytest.raises(ConfigError):
             make_config("smoke", bad)
     with pytest.raises(ConfigError, match="valid keys in train"):
@@ -89,7 +105,9 @@ def test_setup_on_the_cpu_changes_nothing() -> None:
 
 def test_maybe_compile_compiles_once_and_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(nn.Module, "compile", lambda self, *a, **k: calls.append(type(self).__name__))
+    monkeypatch.setattr(
+        nn.Module, "compile", lambda self, *a, **k: calls.append(type(self).__name__)
+    )
     m = nn.Linear(2, 2)
     assert maybe_compile(m, False) is False and calls == []
     assert maybe_compile(m, True) is True and calls == ["Linear"]
@@ -100,19 +118,33 @@ def test_maybe_compile_compiles_once_and_only_when_asked(monkeypatch: pytest.Mon
 def test_prompt_and_image_encodings_stay_fp32_under_autocast() -> None:
     """Positional encodings are computed in fp32 even inside a bf16 autocast region."""
     model = build_sam("vit_t", None, 64, pretrained=False)
-    box = Prompt(kind="box", box=torch.tensor([3.0, 5.0, 40.0, 50.0]), points=None, point_labels=None, mask=None)
+    box = Prompt(
+        kind="box",
+        box=torch.tensor([3.0, 5.0, 40.0, 50.0]),
+        points=None,
+        point_labels=None,
+        mask=None,
+    )
     ref_sparse, ref_dense = embed_prompts(model.prompt_encoder, [box], torch.device("cpu"))
     ref_pe = model.image_pe()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         sparse, dense = embed_prompts(model.prompt_encoder, [box], torch.device("cpu"))
         pe = model.image_pe()
     assert sparse.dtype == dense.dtype == pe.dtype == torch.float32
-    assert torch.equal(sparse, ref_sparse) and torch.equal(dense, ref_dense) and torch.equal(pe, ref_pe)
+    assert (
+        torch.equal(sparse, ref_sparse)
+        and torch.equal(dense, ref_dense)
+        and torch.equal(pe, ref_pe)
+    )
 
 
 def _smoke(method: str, results: Path, cache: Path, **over: Any):
-    return make_config("smoke", merge(SMALL, {"method": method, "results_dir": str(results), "cache_dir": str(cache),
-                                              **over}))
+    return make_config(
+        "smoke",
+        merge(
+            SMALL, {"method": method, "results_dir": str(results), "cache_dir": str(cache), **over}
+        ),
+    )
 
 
 def _matrix(d: Path) -> Dict[str, Any]:
@@ -122,30 +154,52 @@ def _matrix(d: Path) -> Dict[str, Any]:
 def test_explicit_cpu_settings_equal_the_defaults(tmp_path: Path) -> None:
     """device=cpu, precision=fp32, tf32 off, no device cache: the same run as the defaults, bit for bit."""
     a = run(_smoke("sequential", tmp_path / "a", tmp_path / "c"), ctx=Context())
-    b = run(_smoke("sequential", tmp_path / "b", tmp_path / "c", device="cpu",
-                   train={"precision": "fp32", "tf32": False, "cache_on_device": "never"}), ctx=Context())
+    b = run(
+        _smoke(
+            "sequential",
+            tmp_path / "b",
+            tmp_path / "c",
+            device="cpu",
+            train={"precision": "fp32", "tf32": False, "cache_on_device": "never"},
+        ),
+        ctx=Context(),
+    )
     assert _matrix(a) == _matrix(b)
     ta, tb = (json.loads((d / "timing.json").read_text()) for d in (a, b))
     assert [s["loss"] for s in ta["steps"]] == [s["loss"] for s in tb["steps"]]
     meta = json.loads((a / "config.json").read_text())
-    assert meta["resolved"]["accel"] == {"device": "cpu", "device_name": "cpu", "precision": "fp32", "tf32": False,
-                                         "world_size": 1}
+    assert meta["resolved"]["accel"] == {
+        "device": "cpu",
+        "device_name": "cpu",
+        "precision": "fp32",
+        "tf32": False,
+        "world_size": 1,
+    }
 
 
 def test_bf16_autocast_runs_on_the_cpu(tmp_path: Path) -> None:
     """Explicit bf16 (CPU autocast, the code path CUDA takes) trains and scores close to fp32,
     with its features cached apart from the fp32 ones."""
     fp32 = run(_smoke("sequential", tmp_path / "fp32", tmp_path / "c"), ctx=Context())
-    bf16 = run(_smoke("sequential", tmp_path / "bf16", tmp_path / "c", train={"precision": "bf16"}), ctx=Context())
+    bf16 = run(
+        _smoke("sequential", tmp_path / "bf16", tmp_path / "c", train={"precision": "bf16"}),
+        ctx=Context(),
+    )
     a, b = np.array(_matrix(fp32)["iou"], dtype=float), np.array(_matrix(bf16)["iou"], dtype=float)
     assert a.shape == b.shape and np.isfinite(b).all()
     np.testing.assert_allclose(b[0], a[0], atol=0.05)  # zero-shot row: bf16 rounding only
-    assert json.loads((bf16 / "config.json").read_text())["resolved"]["accel"]["precision"] == "bf16"
+    assert (
+        json.loads((bf16 / "config.json").read_text())["resolved"]["accel"]["precision"] == "bf16"
+    )
     # apart per precision and, on the CPU, per thread count (the smoke profile's 1)
-    assert list((tmp_path / "c" / "features-bf16-t1").rglob("*.pt")) and list((tmp_path / "c" / "features-t1").rglob("*.pt"))
+    assert list((tmp_path / "c" / "features-bf16-t1").rglob("*.pt")) and list(
+        (tmp_path / "c" / "features-t1").rglob("*.pt")
+    )
 
 
-def test_run_recorded_before_the_accel_keys_is_still_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_recorded_before_the_accel_keys_is_still_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A finished run whose config.json predates device/precision/... is reused, not refused."""
     cfg = _smoke("zeroshot", tmp_path / "r", tmp_path / "c")
     d = run(cfg, ctx=Context())
@@ -154,5 +208,7 @@ def test_run_recorded_before_the_accel_keys_is_still_reused(tmp_path: Path, monk
     for k in ("precision", "tf32", "compile", "cache_on_device"):
         del meta["config"]["train"][k]
     (d / "config.json").write_text(json.dumps(meta))
-    monkeypatch.setattr(engine, "_run_locked", lambda *a, **k: pytest.fail("a finished run must be reused"))
+    monkeypatch.setattr(
+        engine, "_run_locked", lambda *a, **k: pytest.fail("a finished run must be reused")
+    )
     assert run(cfg, ctx=Context()) == d

@@ -1,10 +1,12 @@
 """Continual baselines (LwF, EWC, ER, L2P, DualPrompt, CODA-Prompt, Decoder-Tuning, SAM-Adapter).
 
 Smoke runs of every method through ``cosam.engine.run`` (8 tasks + probe, the smoke profile's
-2 batches x 4 epochs per task; their trained rows must move from row 0), unit tests of each method's invariants on small generated batches, and exact resume.
+2 batches x 4 epochs per task; their trained rows must move from row 0), unit tests of each
+method's invariants on small generated batches, and exact resume.
 Runs use one thread: on a shared 2-core machine torch's second thread makes these tiny
 ops 30x slower, not faster.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +26,7 @@ from cosam.methods import get_method
 from cosam.methods.base import Batch, Experience
 from cosam.methods.coda import CodaPrompt
 from cosam.methods.ewc import fisher_generator
-from cosam.methods.replay import Replay, select_buffer
+from cosam.methods.replay import select_buffer
 from cosam.methods.sam_adapter import AdaptedBlock, SamAdapter
 
 NEW_METHODS = ["lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning", "sam_adapter"]
@@ -41,7 +43,11 @@ SMOKE = {
 # few seconds (lr 1e-5: at 1e-3 its masks are empty after one task).
 # ER trains on its growing buffer (4 + 4k images at task k) and LwF runs a teacher: one epoch each
 # keeps them near the others' cost (both fall to empty masks at the smoke lr either way).
-TRAIN = {"sam_adapter": {"epochs": 1, "batch_size": 4, "lr": 1e-5}, "replay": {"epochs": 1}, "lwf": {"epochs": 1}}
+TRAIN = {
+    "sam_adapter": {"epochs": 1, "batch_size": 4, "lr": 1e-5},
+    "replay": {"epochs": 1},
+    "lwf": {"epochs": 1},
+}
 # Methods whose own-task IoU the smoke profile raises (on the generated CAMO blobs; measured rises
 # of 33.8 and 35.8 points); the others move their rows away from row 0 without a rise (LwF and ER
 # fall to empty masks, the prompt methods stay within a few points).
@@ -64,15 +70,30 @@ class Runs:
         self.done: Dict[str, Path] = {}
 
     def cfg(self, method: str, results: str = "runs", epochs: Optional[int] = None, **options):
-        train = {**SMOKE["train"], **TRAIN.get(method, {}), **({"epochs": epochs} if epochs else {})}
-        return make_config("smoke", {**SMOKE, "method": method, "method_options": options, "train": train,
-                                     "results_dir": str(self.root / results), "cache_dir": str(self.root / "cache")})
+        train = {
+            **SMOKE["train"],
+            **TRAIN.get(method, {}),
+            **({"epochs": epochs} if epochs else {}),
+        }
+        return make_config(
+            "smoke",
+            {
+                **SMOKE,
+                "method": method,
+                "method_options": options,
+                "train": train,
+                "results_dir": str(self.root / results),
+                "cache_dir": str(self.root / "cache"),
+            },
+        )
 
     def get(self, method: str, epochs: Optional[int] = None, **options) -> Path:
         key = json.dumps([method, epochs, options], sort_keys=True)
         if key not in self.done:
             results = f"runs-{len(self.done)}"  # one folder per distinct config (a run name is per method)
-            self.done[key] = engine.run(self.cfg(method, results, epochs=epochs, **options), ctx=self.ctx)
+            self.done[key] = engine.run(
+                self.cfg(method, results, epochs=epochs, **options), ctx=self.ctx
+            )
         return self.done[key]
 
     def matrix(self, method: str, epochs: Optional[int] = None, **options) -> dict:
@@ -120,8 +141,8 @@ class FakeSource:
             for i in range(bs):
                 y, x = torch.randint(0, size // 2, (2,), generator=g).tolist()
                 h, w = torch.randint(size // 4, size // 2, (2,), generator=g).tolist()
-                labels[i, 0, y:y + h, x:x + w] = 1.0
-                images[i, :, y:y + h, x:x + w] *= 0.3
+                labels[i, 0, y : y + h, x : x + w] = 1.0
+                images[i, :, y : y + h, x : x + w] *= 0.3
             self.data.append((images, labels))
 
     def n_batches(self) -> int:
@@ -136,11 +157,21 @@ class FakeSource:
                 with torch.no_grad():
                     emb, interm = s.model.encode(images)
             prompts = engine.make_prompts(labels, s.cfg, gen, s.model.mask_size)
-            yield Batch(emb, interm, labels, prompts, torch.zeros(len(labels), dtype=torch.long), images, gen)
+            yield Batch(
+                emb,
+                interm,
+                labels,
+                prompts,
+                torch.zeros(len(labels), dtype=torch.long),
+                images,
+                gen,
+            )
 
 
 def one_batch(strategy, seed: int = 0) -> Batch:
-    return next(iter(FakeSource(strategy, n=1, seed=seed).batches(torch.Generator().manual_seed(seed))))
+    return next(
+        iter(FakeSource(strategy, n=1, seed=seed).batches(torch.Generator().manual_seed(seed)))
+    )
 
 
 def exp_of(index: int, task_id: int = 0, name: str = "T") -> Experience:
@@ -150,7 +181,9 @@ def exp_of(index: int, task_id: int = 0, name: str = "T") -> Experience:
 def train_steps(strategy, n: int = 1, seed: int = 0) -> None:
     """``n`` optimiser steps through the engine's loop at the reference lr 1e-3."""
     cfg = dataclasses.replace(strategy.cfg, train=dataclasses.replace(strategy.cfg.train, lr=1e-3))
-    engine.fit(strategy, FakeSource(strategy, n=n, seed=seed), cfg, torch.Generator().manual_seed(seed))
+    engine.fit(
+        strategy, FakeSource(strategy, n=n, seed=seed), cfg, torch.Generator().manual_seed(seed)
+    )
 
 
 def state_copy(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
@@ -169,10 +202,18 @@ def same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
 @pytest.mark.parametrize("method", NEW_METHODS)
 def test_smoke_run_fills_the_matrix(runs, method):
     m = runs.matrix(method)
-    assert len(m["rows"]) == 9 and all(len(r) == 9 for r in m["iou"]) and all(len(r) == 9 for r in m["biou"])
+    assert (
+        len(m["rows"]) == 9
+        and all(len(r) == 9 for r in m["iou"])
+        and all(len(r) == 9 for r in m["biou"])
+    )
     assert all(0.0 <= v <= 1.0 for row in m["iou"] for v in row)
     costs = json.loads((runs.get(method) / "costs.json").read_text())
-    assert costs["trainable_params"] > 0 and "stored_params_per_task" in costs and "stored_params_total" in costs
+    assert (
+        costs["trainable_params"] > 0
+        and "stored_params_per_task" in costs
+        and "stored_params_total" in costs
+    )
     cfg_json = json.loads((runs.get(method) / "config.json").read_text())
     assert cfg_json["resolved"]["method_options"] == get_method(method).Options().__dict__
     # training moved the rows the other tests compare: not a copy of row 0 (an unbroken training)
@@ -212,9 +253,9 @@ def test_lwf_kl_penalty_zero_at_teacher_and_positive_after_a_step(model):
     batch = one_batch(s)
     logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
     assert float(s.penalty(batch, logits)["lwf"].detach()) == pytest.approx(0.0, abs=1e-6)
-    teacher = state_copy(s.teacher)
+    teacher = state_copy(s.plugin("lwf").teacher)
     train_steps(s, n=2)
-    assert same_state(teacher, state_copy(s.teacher))  # the teacher is frozen
+    assert same_state(teacher, state_copy(s.plugin("lwf").teacher))  # the teacher is frozen
     batch = one_batch(s)
     logits = s.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
     assert float(s.penalty(batch, logits)["lwf"].detach()) > 1e-4
@@ -228,12 +269,22 @@ def test_lwf_reference_penalty_is_soft_target_mask_loss(model):
     batch.generator = torch.Generator().manual_seed(5)
     got = float(s.penalty(batch, logits)["lwf"].detach())
     # Student == teacher: the reference's penalty is its floor, 3 · mask_loss(t, sigmoid(t)).
-    want = 3.0 * float(mask_loss(logits, torch.sigmoid(logits), num_points=s.cfg.train.loss_points,
-                                 generator=torch.Generator().manual_seed(5))["loss"].detach())
+    want = 3.0 * float(
+        mask_loss(
+            logits,
+            torch.sigmoid(logits),
+            num_points=s.cfg.train.loss_points,
+            generator=torch.Generator().manual_seed(5),
+        )["loss"].detach()
+    )
     assert got == pytest.approx(want, rel=1e-5) and got > 0
-    assert not any(p.requires_grad for p in s.teacher.parameters())
-    assert all(k.startswith("teacher.") or k.startswith("hq.") or k == "teacher_active" for k in s.method_state()["modules"])
-    assert any(k.startswith("teacher.") for k in s.method_state()["modules"])
+    assert not any(p.requires_grad for p in s.plugin("lwf").teacher.parameters())
+    # the base's HQ branch, the teacher's copy of it and the flag; never the shared SAM model
+    modules = s.method_state()["modules"]
+    assert all(
+        k.startswith(("hq.", "+lwf.teacher.hq.")) or k == "+lwf.teacher_active" for k in modules
+    )
+    assert any(k.startswith("+lwf.teacher.hq.") for k in modules)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,13 +297,13 @@ def test_ewc_penalty_zero_at_anchor_and_grows_with_distance(model):
     batch = one_batch(s)
     assert s.penalty(batch, torch.zeros(1)) == {}  # nothing consolidated yet
     s.after_task(exp_of(0), FakeSource(s, n=2))
-    assert sum(float(f.sum()) for _, f, _ in s.named_pairs()) > 0
+    assert sum(float(f.sum()) for _, f, _ in s.plugin("ewc").named_pairs()) > 0
     assert float(s.penalty(batch, torch.zeros(1))["ewc"].detach()) == 0.0
-    anchor = state_copy(s.hq)
+    anchor = state_copy(s.base.hq)
     values = []
     for eps in (1e-3, 1e-2, 1e-1):
         with torch.no_grad():
-            for n, p in s.hq.named_parameters():
+            for n, p in s.base.hq.named_parameters():
                 p.copy_(anchor[n] + eps)
         values.append(float(s.penalty(batch, torch.zeros(1))["ewc"].detach()))
     assert 0 < values[0] < values[1] < values[2]
@@ -264,10 +315,10 @@ def test_ewc_fisher_last_vs_accumulate(model):
     fishers = {}
     for mode, s in strategies.items():
         s.after_task(exp_of(0), FakeSource(s, n=2, seed=1))
-        first = {n: f.clone() for n, f in s.fisher.named_buffers()}
+        first = {n: f.clone() for n, f in s.plugin("ewc").fisher.named_buffers()}
         train_steps(s, n=1, seed=3)
         s.after_task(exp_of(1), FakeSource(s, n=2, seed=2))
-        fishers[mode] = ({n: f.clone() for n, f in s.fisher.named_buffers()}, first)
+        fishers[mode] = ({n: f.clone() for n, f in s.plugin("ewc").fisher.named_buffers()}, first)
     last, first_l = fishers["last"]
     acc, first_a = fishers["accumulate"]
     assert all(torch.equal(first_l[n], first_a[n]) for n in first_l)  # same first task
@@ -276,8 +327,8 @@ def test_ewc_fisher_last_vs_accumulate(model):
         assert torch.allclose(acc[n], first_a[n] + last[n], rtol=1e-5, atol=1e-12)
     # The Fisher pass is deterministic (seeded generator).
     s = strategies["last"]
-    a = s.estimate_fisher(FakeSource(s, n=2, seed=2), fisher_generator(0, 1))
-    b = s.estimate_fisher(FakeSource(s, n=2, seed=2), fisher_generator(0, 1))
+    a = s.plugin("ewc").estimate_fisher(FakeSource(s, n=2, seed=2), fisher_generator(0, 1))
+    b = s.plugin("ewc").estimate_fisher(FakeSource(s, n=2, seed=2), fisher_generator(0, 1))
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
@@ -288,9 +339,17 @@ def test_ewc_fisher_last_vs_accumulate(model):
 
 def test_replay_buffer_and_training_samples(runs, model):
     cfg = runs.cfg("replay", per_task=2)
-    bench = engine.build_benchmark(engine.resolve_data_root(cfg), cfg.data.layout, cfg.data.order, cfg.seed,
-                                   cfg.data.train_cap, cfg.data.test_cap, cfg.data.probe_cap, cfg.data.include_probe)
-    s = Replay(model, cfg)
+    bench = engine.build_benchmark(
+        engine.resolve_data_root(cfg),
+        cfg.data.layout,
+        cfg.data.order,
+        cfg.seed,
+        cfg.data.train_cap,
+        cfg.data.test_cap,
+        cfg.data.probe_cap,
+        cfg.data.include_probe,
+    )
+    s = get_method("replay")(model, cfg)
     exps = s.plan(bench.tasks)
     assert len(s.training_samples(exps[0])) == len(bench.tasks[0].train)
     s.after_task(exps[0], None)
@@ -303,19 +362,22 @@ def test_replay_buffer_and_training_samples(runs, model):
         assert all(x in bench.tasks[k].train for x in mine)
     # Resume restores the buffer from the saved names.
     state = s.method_state()
-    r = Replay(model, cfg)
+    r = get_method("replay")(model, cfg)
     r.plan(bench.tasks)
     r.load_method_state(state)
     assert r.training_samples(exps[2]) == samples
-    assert r.artifacts() == {"replay_buffer": s.buffer_names()}
+    assert r.artifacts() == {"replay_buffer": s.plugin("replay").buffer_names()}
 
 
 # ---------------------------------------------------------------------------------------------
 # Prompt methods
 # ---------------------------------------------------------------------------------------------
 
-POOL_PARAMS = {"l2p": ("prompts", "keys"), "dualprompt": ("g_prompt", "e_prompts.", "e_keys."),
-               "coda": ("p_slices.", "k_slices.", "a_slices.")}
+POOL_PARAMS = {
+    "l2p": ("prompts", "keys"),
+    "dualprompt": ("g_prompt", "e_prompts.", "e_keys."),
+    "coda": ("p_slices.", "k_slices.", "a_slices."),
+}
 
 
 @pytest.mark.parametrize("method", ["l2p", "dualprompt", "coda"])
@@ -324,7 +386,9 @@ def test_prompt_methods_train_only_the_pool(model, method):
     s.before_task(exp_of(0))
     names = [n for n, p in s.named_parameters() if p.requires_grad]
     assert names and all(n.startswith(POOL_PARAMS[method]) for n in names)
-    assert {id(p) for p in s.trainable_parameters()} <= {id(p) for p in s.parameters() if p.requires_grad}
+    assert {id(p) for p in s.trainable_parameters()} <= {
+        id(p) for p in s.parameters() if p.requires_grad
+    }
     sam = state_copy(model)
     pool = {n: p.detach().clone() for n, p in s.named_parameters() if p.requires_grad}
     train_steps(s, n=2)
@@ -333,8 +397,11 @@ def test_prompt_methods_train_only_the_pool(model, method):
     assert any(not torch.equal(pool[n], p) for n, p in s.named_parameters() if n in pool)
 
 
-PROMPT_TOKENS = {"l2p": lambda s: s.prompts, "dualprompt": lambda s: torch.cat([s.g_prompt, *s.e_prompts]),
-                 "coda": lambda s: torch.cat(list(s.p_slices))}
+PROMPT_TOKENS = {
+    "l2p": lambda s: s.prompts,
+    "dualprompt": lambda s: torch.cat([s.g_prompt, *s.e_prompts]),
+    "coda": lambda s: torch.cat(list(s.p_slices)),
+}
 
 
 @pytest.mark.parametrize("method", ["l2p", "dualprompt", "coda"])
@@ -375,7 +442,11 @@ def test_l2p_selection_batchwise_in_training_per_image_at_test(model):
 def test_dualprompt_uses_task_prompt_in_training_and_nearest_key_at_test(model):
     s = make_strategy("dualprompt", model)
     s.before_task(exp_of(0, task_id=3))
-    assert [n for n, p in s.named_parameters() if p.requires_grad] == ["g_prompt", "e_prompts.3", "e_keys.3"]
+    assert [n for n, p in s.named_parameters() if p.requires_grad] == [
+        "g_prompt",
+        "e_prompts.3",
+        "e_keys.3",
+    ]
     s.train()
     tokens, match = s.select(torch.randn(2, 256), torch.full((2,), 3))
     assert torch.equal(tokens[0, 5:], s.e_prompts[3]) and match is not None
@@ -397,10 +468,18 @@ def test_coda_new_slice_orthogonal_to_old(model):
         a = group[0].detach().reshape(s.per_slice, -1)
         b = group[1].detach().reshape(s.per_slice, -1)
         scale = s.p_scale if group is s.p_slices else 1.0  # P: orthogonal rows at SAM's token norm
-        assert (a @ b.t()).abs().max() < 1e-5 * scale ** 2
-        assert torch.allclose(b @ b.t(), scale ** 2 * torch.eye(s.per_slice), rtol=1e-5, atol=1e-5 * scale ** 2)
-    assert all(torch.equal(old[n], p) for n, p in s.named_parameters() if n in old)  # old slice kept
-    assert [n for n, p in s.named_parameters() if p.requires_grad] == ["p_slices.1", "k_slices.1", "a_slices.1"]
+        assert (a @ b.t()).abs().max() < 1e-5 * scale**2
+        assert torch.allclose(
+            b @ b.t(), scale**2 * torch.eye(s.per_slice), rtol=1e-5, atol=1e-5 * scale**2
+        )
+    assert all(
+        torch.equal(old[n], p) for n, p in s.named_parameters() if n in old
+    )  # old slice kept
+    assert [n for n, p in s.named_parameters() if p.requires_grad] == [
+        "p_slices.1",
+        "k_slices.1",
+        "a_slices.1",
+    ]
     assert int(s.active_slices) == 2
 
 
@@ -477,13 +556,19 @@ def test_resume_reproduces_uninterrupted_run(runs, monkeypatch, method):
     resumed = json.loads((run_dir / "matrix.json").read_text())
     assert resumed["iou"] == clean["iou"] and resumed["biou"] == clean["biou"]
     assert resumed["per_image"] == clean["per_image"]
-    assert len({tuple(r) for r in clean["iou"]}) > 2 and max(clean["iou"][-1]) > 0  # not a degenerate matrix
+    assert (
+        len({tuple(r) for r in clean["iou"]}) > 2 and max(clean["iou"][-1]) > 0
+    )  # not a degenerate matrix
     # the identical matrices are trained ones: rows moved from row 0 (EWC: an own-task IoU rose)
-    assert max(abs(v - r0) for row in clean["iou"][1:] for v, r0 in zip(row, clean["iou"][0])) >= 0.02
+    assert (
+        max(abs(v - r0) for row in clean["iou"][1:] for v, r0 in zip(row, clean["iou"][0])) >= 0.02
+    )
     if method in LEARNERS:
         assert max(clean["iou"][i + 1][i] - clean["iou"][0][i] for i in range(8)) >= 0.10
     losses = [st["loss"] for st in json.loads((clean_dir / "timing.json").read_text())["steps"]]
-    assert [st["loss"] for st in json.loads((run_dir / "timing.json").read_text())["steps"]] == losses
+    assert [
+        st["loss"] for st in json.loads((run_dir / "timing.json").read_text())["steps"]
+    ] == losses
     # The final method state (trained modules, Fisher/anchor, prompt slices) is bit-identical.
     a = torch.load(clean_dir / "state" / "step_8.pt", weights_only=False)["strategy"]["modules"]
     b = torch.load(run_dir / "state" / "step_8.pt", weights_only=False)["strategy"]["modules"]

@@ -1,4 +1,5 @@
 """Tests of cosam.data.check (``python -m cosam check-data``)."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,7 +20,9 @@ N_TRAIN, N_TEST, N_PROBE = 3, 2, 2
 @pytest.fixture()
 def synth(tmp_path: Path) -> Path:
     """A tiny synthetic benchmark private to one test (tests break it)."""
-    return make_synthetic_benchmark(tmp_path / "bench", n_train=N_TRAIN, n_test=N_TEST, n_probe=N_PROBE, size=48)
+    return make_synthetic_benchmark(
+        tmp_path / "bench", n_train=N_TRAIN, n_test=N_TEST, n_probe=N_PROBE, size=48
+    )
 
 
 def test_synthetic_benchmark_is_ok(synth: Path) -> None:
@@ -57,16 +60,22 @@ def test_broken_benchmark_reports_every_problem(synth: Path) -> None:
     assert not report.ok
     assert len(report.problems) == 3, report.problems
     text = "\n".join(report.problems)
-    assert mask.stem in text and "no mask" in text  # the image whose mask is gone, and the mask path
+    assert (
+        mask.stem in text and "no mask" in text
+    )  # the image whose mask is gone, and the mask path
     assert str(garbage) in text and "cannot read image" in text
     assert str(synth / "polyp") in text
     assert all("\n" not in p for p in report.problems)
     # The other splits were still checked: the broken ones do not stop the check.
     by_key = {(r["slot"], r["split"]): r for r in report.rows}
-    assert by_key[("CAMO", "test")]["n"] == N_TEST and by_key[("CAMO", "test")]["n_ok"] == N_TEST - 1
+    assert (
+        by_key[("CAMO", "test")]["n"] == N_TEST and by_key[("CAMO", "test")]["n_ok"] == N_TEST - 1
+    )
     assert by_key[("RSDD_I", "train")]["problems"] == 1
     assert by_key[("Polyp", "train")]["n"] == 0 and by_key[("Polyp", "test")]["problems"] == 1
-    assert by_key[("COCO", "test")]["n_ok"] == N_PROBE and by_key[("BSData", "train")]["problems"] == 0
+    assert (
+        by_key[("COCO", "test")]["n_ok"] == N_PROBE and by_key[("BSData", "train")]["problems"] == 0
+    )
     assert report.n_pairs == 8 * (N_TRAIN + N_TEST) + N_PROBE - N_TRAIN - 1 - (N_TRAIN + N_TEST)
     assert "NOT OK" in report.text() and str(garbage) in report.text()
 

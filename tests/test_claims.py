@@ -1,4 +1,5 @@
 """Claims judged over seeds: intervals, verdicts that never turn on noise, and the tables."""
+
 from __future__ import annotations
 
 import csv
@@ -26,18 +27,29 @@ def test_interval_is_the_t_interval_of_the_mean() -> None:
     assert math.isnan(interval([3.0])[1]) and math.isnan(interval([3.0])[2])
 
 
-@pytest.mark.parametrize("key, values, status", [
-    ("moda_raises_last", [2.0, 2.5, 3.0], "holds"),
-    ("moda_raises_last", [-2.0, -2.5, -3.0], "fails"),
-    ("moda_raises_last", [-1.0, 2.0, 0.5], "undecided"),          # the interval contains 0
-    ("moda_raises_last", [0.00005, 0.00005, 0.00005], "undecided"),  # below the resolution, even with std 0
-    ("moda_raises_last", [5.0, 6.0], "undecided"),                # too few seeds
-    ("moda_ff_at_most_1", [0.2, 0.3, 0.25], "holds"),
-    ("moda_ff_at_most_1", [1.1, 1.6, 2.0], "undecided"),          # FF 1.1 ± 1.6 in the old report: not "meets"
-    ("moda_ff_at_most_1", [3.0, 3.2, 3.1], "fails"),
-    ("router_accuracy_at_least_95", [99.0, 98.5, 99.5], "holds"),
-    ("router_accuracy_at_least_95", [85.0, 81.0, 88.0], "fails"),
-])
+@pytest.mark.parametrize(
+    "key, values, status",
+    [
+        ("moda_raises_last", [2.0, 2.5, 3.0], "holds"),
+        ("moda_raises_last", [-2.0, -2.5, -3.0], "fails"),
+        ("moda_raises_last", [-1.0, 2.0, 0.5], "undecided"),  # the interval contains 0
+        (
+            "moda_raises_last",
+            [0.00005, 0.00005, 0.00005],
+            "undecided",
+        ),  # below the resolution, even with std 0
+        ("moda_raises_last", [5.0, 6.0], "undecided"),  # too few seeds
+        ("moda_ff_at_most_1", [0.2, 0.3, 0.25], "holds"),
+        (
+            "moda_ff_at_most_1",
+            [1.1, 1.6, 2.0],
+            "undecided",
+        ),  # FF 1.1 ± 1.6 in the old report: not "meets"
+        ("moda_ff_at_most_1", [3.0, 3.2, 3.1], "fails"),
+        ("router_accuracy_at_least_95", [99.0, 98.5, 99.5], "holds"),
+        ("router_accuracy_at_least_95", [85.0, 81.0, 88.0], "fails"),
+    ],
+)
 def test_verdicts(key: str, values: List[float], status: str) -> None:
     v = judge(key, "sequential", dict(enumerate(values)))
     assert v.status == status, v
@@ -58,8 +70,15 @@ def test_a_verdict_does_not_flip_on_a_difference_below_the_resolution() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _record(tmp: Path, name: str, rows: List[List[float]], probe: List[float], n_img: int = 4,
-            router_acc: Optional[float] = None, probe_cap: Optional[int] = None) -> RunRecord:
+def _record(
+    tmp: Path,
+    name: str,
+    rows: List[List[float]],
+    probe: List[float],
+    n_img: int = 4,
+    router_acc: Optional[float] = None,
+    probe_cap: Optional[int] = None,
+) -> RunRecord:
     """A finished run whose task matrix has the given IoU rows (fractions; each image scores the
     row value) and probe column."""
     m = TaskMatrix(TASKS, "COCO")
@@ -70,8 +89,13 @@ def _record(tmp: Path, name: str, rows: List[List[float]], probe: List[float], n
     path = tmp / name
     path.mkdir(parents=True)
     if router_acc is not None:
-        (path / "router.json").write_text(json.dumps({"final": {"accuracy": router_acc}, "log": []}))
-    meta = {"config": {"method": name.split("-")[0], "data": {"probe_cap": probe_cap}}, "resolved": {"synthetic": True}}
+        (path / "router.json").write_text(
+            json.dumps({"final": {"accuracy": router_acc}, "log": []})
+        )
+    meta = {
+        "config": {"method": name.split("-")[0], "data": {"probe_cap": probe_cap}},
+        "resolved": {"synthetic": True},
+    }
     return RunRecord(path, meta, m, {})
 
 
@@ -79,25 +103,48 @@ def test_judge_runs_pairs_seeds_and_names_the_best_continual_method(tmp_path: Pa
     runs: Dict[str, Dict[int, RunRecord]] = {"sequential": {}, "replay": {}, "sequential_moda": {}}
     for s in range(3):
         d = 0.01 * s  # seed-to-seed variation, shared by the pair
-        runs["sequential"][s] = _record(tmp_path / str(s), "sequential", [[.5, .5], [.8, .5], [.4, .8 + d]],
-                                        [.7, .65, .6])
-        runs["replay"][s] = _record(tmp_path / str(s), "replay", [[.5, .5], [.8, .5], [.7, .8 + d]], [.7, .7, .69])
-        runs["sequential_moda"][s] = _record(tmp_path / str(s), "sequential_moda",
-                                             [[.5, .5], [.8, .5], [.8, .8 + d]], [.7, .7, .697], router_acc=0.99)
+        runs["sequential"][s] = _record(
+            tmp_path / str(s),
+            "sequential",
+            [[0.5, 0.5], [0.8, 0.5], [0.4, 0.8 + d]],
+            [0.7, 0.65, 0.6],
+        )
+        runs["replay"][s] = _record(
+            tmp_path / str(s), "replay", [[0.5, 0.5], [0.8, 0.5], [0.7, 0.8 + d]], [0.7, 0.7, 0.69]
+        )
+        runs["sequential_moda"][s] = _record(
+            tmp_path / str(s),
+            "sequential_moda",
+            [[0.5, 0.5], [0.8, 0.5], [0.8, 0.8 + d]],
+            [0.7, 0.7, 0.697],
+            router_acc=0.99,
+        )
     verdicts = {v.claim: v for v in judge_runs(runs)}
-    assert verdicts["moda_raises_last"].mean == pytest.approx(20.0)  # (0.8+0.8)/2 - (0.4+0.8)/2 = 0.2
+    assert verdicts["moda_raises_last"].mean == pytest.approx(
+        20.0
+    )  # (0.8+0.8)/2 - (0.4+0.8)/2 = 0.2
     assert verdicts["moda_raises_last"].status == "holds"
     assert verdicts["moda_beats_best_continual"].note == "best: replay"
     assert verdicts["moda_beats_best_continual"].mean == pytest.approx(5.0)
-    assert verdicts["moda_ff_at_most_1"].status == "holds" and verdicts["moda_ff_at_most_1"].note == ""
+    assert (
+        verdicts["moda_ff_at_most_1"].status == "holds" and verdicts["moda_ff_at_most_1"].note == ""
+    )
     assert verdicts["probe_moda_within_1"].status == "holds"
-    assert verdicts["probe_base_drops_3"].status == "holds"      # 10-point drop
+    assert verdicts["probe_base_drops_3"].status == "holds"  # 10-point drop
     assert verdicts["router_accuracy_at_least_95"].status == "holds"
 
 
 def test_a_method_that_did_not_learn_is_not_credited_with_retention(tmp_path: Path) -> None:
-    flat = [[.5, .5], [.5, .5], [.5, .5]]  # never rises above row 0: FF 0 means nothing learned
-    runs = {"sequential_moda": {s: _record(tmp_path / str(s), "sequential_moda", flat, [.7] * 3) for s in range(3)}}
+    flat = [
+        [0.5, 0.5],
+        [0.5, 0.5],
+        [0.5, 0.5],
+    ]  # never rises above row 0: FF 0 means nothing learned
+    runs = {
+        "sequential_moda": {
+            s: _record(tmp_path / str(s), "sequential_moda", flat, [0.7] * 3) for s in range(3)
+        }
+    }
     (ff,) = [v for v in judge_runs(runs) if v.claim == "moda_ff_at_most_1"]
     assert ff.mean == 0.0 and "did not learn" in ff.note
 
@@ -107,17 +154,28 @@ def test_tables_command_writes_table2_and_claims(tmp_path: Path) -> None:
     from cosam.sweep import SweepSpec, run_sweep
     from cosam.tables import CLAIMS_COLUMNS, TABLE2_COLUMNS, write_tables
 
-    spec = SweepSpec(profile="smoke", methods=["zeroshot", "sequential", "sequential_moda"], seeds=[0],
-                     results_dir=str(tmp_path / "runs"),
-                     dotted=["data.train_cap=2", "data.test_cap=1", "data.probe_cap=1", "train.epochs=1",
-                             f"cache_dir={tmp_path / 'cache'}"])
+    spec = SweepSpec(
+        profile="smoke",
+        methods=["zeroshot", "sequential", "sequential_moda"],
+        seeds=[0],
+        results_dir=str(tmp_path / "runs"),
+        dotted=[
+            "data.train_cap=2",
+            "data.test_cap=1",
+            "data.probe_cap=1",
+            "train.epochs=1",
+            f"cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     run_sweep(spec, echo=lambda _: None)
     rows, verdicts, md = write_tables(spec, tmp_path / "tables")
     with open(tmp_path / "tables" / "table2.csv") as f:
         table = list(csv.DictReader(f))
     assert tuple(table[0]) == TABLE2_COLUMNS
     assert [r["method"] for r in table] == ["zeroshot", "sequential", "sequential_moda"]
-    assert all(r["n_seeds"] == "1" and int(r["test_images"]) == 8 for r in table)  # 8 tasks x test_cap 1
+    assert all(
+        r["n_seeds"] == "1" and int(r["test_images"]) == 8 for r in table
+    )  # 8 tasks x test_cap 1
     with open(tmp_path / "tables" / "claims.csv") as f:
         claims = list(csv.DictReader(f))
     assert tuple(claims[0]) == CLAIMS_COLUMNS

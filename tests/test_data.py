@@ -1,4 +1,5 @@
 """Tests of cosam.data: reader errors, layouts, orders, caps, transforms, prompts, synthetic data."""
+
 from __future__ import annotations
 
 import logging
@@ -41,20 +42,32 @@ MINI_SPEC = SplitSpec("dom/train/images", "dom/train/masks", (".jpg",), ".png")
 
 # Pair counts of shared/data/cosam-mini (its README): slot -> (train, test).
 MINI_COUNTS = {
-    "BSData": (120, 40), "RSDD_I": (93, 25), "RSDD_II": (120, 40), "MVTec_I": (120, 39),
-    "MVTec_II": (109, 33), "MVTec_III": (120, 32), "CAMO": (120, 40), "Polyp": (120, 40),
+    "BSData": (120, 40),
+    "RSDD_I": (93, 25),
+    "RSDD_II": (120, 40),
+    "MVTec_I": (120, 39),
+    "MVTec_II": (109, 33),
+    "MVTec_III": (120, 32),
+    "CAMO": (120, 40),
+    "Polyp": (120, 40),
 }
 MINI_PROBE_COUNT = 100
 
 
 def _rect_mask(h: int, w: int) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
-    mask[h // 4: h // 2, w // 4: w // 2] = 255
+    mask[h // 4 : h // 2, w // 4 : w // 2] = 255
     return mask
 
 
-def _write_pair(image_dir: Path, mask_dir: Path, stem: str, hw: tuple[int, int] = (20, 30),
-                mask: np.ndarray | None = None, mask_ext: str = ".png") -> tuple[Path, Path]:
+def _write_pair(
+    image_dir: Path,
+    mask_dir: Path,
+    stem: str,
+    hw: tuple[int, int] = (20, 30),
+    mask: np.ndarray | None = None,
+    mask_ext: str = ".png",
+) -> tuple[Path, Path]:
     image_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(stem))
@@ -141,14 +154,20 @@ def test_missing_domain_folder_names_folder_and_domain(synthetic_copy: Path) -> 
 
 
 def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
-    img, _ = _write_pair(tmp_path / "i", tmp_path / "m", "pair", hw=(20, 30), mask=_rect_mask(21, 30))
+    img, _ = _write_pair(
+        tmp_path / "i", tmp_path / "m", "pair", hw=(20, 30), mask=_rect_mask(21, 30)
+    )
     sample = SamplePath(img, tmp_path / "m/pair.png", "Dom", "train", "pair")
-    with pytest.raises(DataError, match=r"m/pair\.png is 30x21 .*i/pair\.jpg is 30x20.*re-save the mask"):
+    with pytest.raises(
+        DataError, match=r"m/pair\.png is 30x21 .*i/pair\.jpg is 30x20.*re-save the mask"
+    ):
         load_pair(sample)
 
 
 def test_empty_mask(tmp_path: Path) -> None:
-    img, mask = _write_pair(tmp_path / "i", tmp_path / "m", "blank", mask=np.zeros((20, 30), np.uint8))
+    img, mask = _write_pair(
+        tmp_path / "i", tmp_path / "m", "blank", mask=np.zeros((20, 30), np.uint8)
+    )
     with pytest.raises(DataError, match=r"blank\.png is empty.*remove this image / mask pair"):
         load_pair(SamplePath(img, mask, "Dom", "train", "blank"))
 
@@ -157,7 +176,9 @@ def test_nonbinary_mask_needs_opt_in(tmp_path: Path) -> None:
     grad = np.tile(np.linspace(0, 255, 30).astype(np.uint8), (20, 1))
     img, mask = _write_pair(tmp_path / "i", tmp_path / "m", "grad", mask=grad)
     sample = SamplePath(img, mask, "Dom", "train", "grad")
-    with pytest.raises(DataError, match=r"grad\.png is not binary.*data\.allow_nonbinary_masks=true.*> 127"):
+    with pytest.raises(
+        DataError, match=r"grad\.png is not binary.*data\.allow_nonbinary_masks=true.*> 127"
+    ):
         load_pair(sample)
     _, binary = load_pair(sample, allow_nonbinary=True)
     assert binary.dtype == bool and binary.shape == (20, 30)
@@ -214,8 +235,12 @@ def test_original_layout_reads_the_archive_tree(tmp_path: Path) -> None:
         spec = LAYOUTS["cosam-original"][name]
         for split in (spec.train, spec.test):
             assert split is not None
-            _write_pair(tmp_path / split.image_dir, tmp_path / split.mask_dir, f"{name}_{split.image_dir[-4:]}",
-                        mask_ext=split.mask_ext)
+            _write_pair(
+                tmp_path / split.image_dir,
+                tmp_path / split.mask_dir,
+                f"{name}_{split.image_dir[-4:]}",
+                mask_ext=split.mask_ext,
+            )
     coco = LAYOUTS["cosam-original"][PROBE].test
     _write_pair(tmp_path / coco.image_dir, tmp_path / coco.mask_dir, "000000000009")
     bench = build_benchmark(tmp_path, layout="cosam-original")
@@ -229,14 +254,23 @@ def test_original_layout_reads_the_archive_tree(tmp_path: Path) -> None:
 
 
 def test_unknown_layout() -> None:
-    with pytest.raises(ConfigError, match=r"unknown data layout 'nope'.*cosam-mini, cosam-mini-mtd, cosam-original"):
+    with pytest.raises(
+        ConfigError, match=r"unknown data layout 'nope'.*cosam-mini, cosam-mini-mtd, cosam-original"
+    ):
         build_benchmark(Path("."), layout="nope")
 
 
 def test_resolve_order_named_and_explicit() -> None:
     assert resolve_order("paper", 0) == list(PAPER_ORDER)
     assert resolve_order("reverse", 0) == [
-        "Polyp", "CAMO", "MVTec_I", "MVTec_II", "MVTec_III", "RSDD_I", "RSDD_II", "BSData",
+        "Polyp",
+        "CAMO",
+        "MVTec_I",
+        "MVTec_II",
+        "MVTec_III",
+        "RSDD_I",
+        "RSDD_II",
+        "BSData",
     ]
     assert tuple(resolve_order("reverse", 0)) == REVERSE_ORDER
     assert resolve_order(["CAMO", "BSData"], 0) == ["CAMO", "BSData"]
@@ -252,7 +286,9 @@ def test_resolve_order_shuffled() -> None:
 
 @pytest.mark.parametrize("order", ["backwards", ["BSData", "Kvasir"], "BSData,BSData", [], "COCO"])
 def test_resolve_order_errors_list_valid_names(order: object) -> None:
-    with pytest.raises(ConfigError, match=r"valid orders: paper, reverse, shuffled.*BSData, RSDD_I"):
+    with pytest.raises(
+        ConfigError, match=r"valid orders: paper, reverse, shuffled.*BSData, RSDD_I"
+    ):
         resolve_order(order, 0)  # type: ignore[arg-type]
 
 
@@ -311,7 +347,9 @@ def test_lsj_shape_padding_foreground_and_determinism() -> None:
         assert torch.equal(img, again[0]) and torch.equal(lab, again[1])
 
     # scale 0.5 on a 40x60 image: the long side becomes 32, so the picture is 21x32 (HxW).
-    img, lab = large_scale_jitter(image, mask, 64, torch.Generator().manual_seed(0), scale_range=(0.5, 0.5))
+    img, lab = large_scale_jitter(
+        image, mask, 64, torch.Generator().manual_seed(0), scale_range=(0.5, 0.5)
+    )
     assert (img[:, 21:, :] == 128).all() and (img[:, :, 32:] == 128).all()
     assert (lab[:, 21:, :] == 0).all() and (lab[:, :, 32:] == 0).all()
     assert not (img[:, :21, :32] == 128).all()
@@ -372,7 +410,10 @@ def test_sample_points_inside_foreground() -> None:
     tiny = torch.zeros(1, 16, 16)
     tiny[0, 4, 4] = tiny[0, 9, 9] = 1.0
     points, _ = sample_points(tiny, 10, torch.Generator().manual_seed(0))
-    assert points.shape == (10, 2) and {tuple(p.tolist()) for p in points} <= {(4.0, 4.0), (9.0, 9.0)}
+    assert points.shape == (10, 2) and {tuple(p.tolist()) for p in points} <= {
+        (4.0, 4.0),
+        (9.0, 9.0),
+    }
 
 
 def test_noisy_mask_only_changes_edges() -> None:
@@ -381,7 +422,9 @@ def test_noisy_mask_only_changes_edges() -> None:
     noisy = noisy_mask(label, 64, torch.Generator().manual_seed(0))
     assert noisy.shape == (1, 64, 64) and noisy.dtype == torch.float32
     assert set(noisy.unique().tolist()) <= {0.0, 255.0}
-    clean = (torch.nn.functional.interpolate(label[None], size=(64, 64), mode="bilinear")[0] > 0.5) * 255.0
+    clean = (
+        torch.nn.functional.interpolate(label[None], size=(64, 64), mode="bilinear")[0] > 0.5
+    ) * 255.0
     changed = torch.nonzero(noisy != clean)
     assert len(changed) > 0
     # Rect edges at 64^2: rows 16 / 48, cols 20 / 50; the band is at most 8 px from them.
@@ -417,7 +460,11 @@ def test_synthetic_benchmark(synthetic_root: Path, tmp_path: Path) -> None:
     assert bench.synthetic
     assert [t.name for t in bench.tasks] == list(PAPER_ORDER)
     assert [(len(t.train), len(t.test)) for t in bench.tasks] == [(12, 6)] * 8
-    assert bench.probe is not None and bench.probe.task_id == PROBE_TASK_ID and len(bench.probe.test) == 6
+    assert (
+        bench.probe is not None
+        and bench.probe.task_id == PROBE_TASK_ID
+        and len(bench.probe.test) == 6
+    )
     assert "generated" in (synthetic_root / "SYNTHETIC.md").read_text()
     means = []
     for task in (*bench.tasks, bench.probe):
@@ -438,7 +485,9 @@ def test_synthetic_benchmark(synthetic_root: Path, tmp_path: Path) -> None:
 
 def test_synthetic_refuses_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "real.txt").write_text("real data")
-    with pytest.raises(DataError, match=re.escape(str(tmp_path)) + r" is not empty and has no SYNTHETIC\.md"):
+    with pytest.raises(
+        DataError, match=re.escape(str(tmp_path)) + r" is not empty and has no SYNTHETIC\.md"
+    ):
         make_synthetic_benchmark(tmp_path)
 
 
@@ -484,4 +533,8 @@ def test_cosam_mini_maps_mvtec_i_to_piped_and_cosam_mini_mtd_keeps_mtd_a(tmp_pat
         pytest.skip(f"real cosam-mini with piped and mtd_a not at {shared}")
     for layout, folder in (("cosam-mini", "piped"), ("cosam-mini-mtd", "mtd_a")):
         (task,) = build_benchmark(shared, layout, ["MVTec_I"], include_probe=False).tasks
-        assert task.train and task.test and {s.image.parts[-4] for s in task.train + task.test} == {folder}
+        assert (
+            task.train
+            and task.test
+            and {s.image.parts[-4] for s in task.train + task.test} == {folder}
+        )

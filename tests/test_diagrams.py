@@ -1,4 +1,5 @@
 """Teaching figures: MoDA's diagram and the boundary band of Boundary IoU."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,13 @@ def _texts(fig) -> list:
 def test_moda_diagram_draws_the_pool_tokens_and_router() -> None:
     fig = moda_diagram(n_gat=4, n_tasks=5, routed=2)
     texts = _texts(fig)
-    assert [t for t in texts if t.startswith("adapter ") and "pool" not in t] == \
-        ["adapter 1", "adapter 2 ✓", "adapter 3", "adapter 4", "adapter 5"]
+    assert [t for t in texts if t.startswith("adapter ") and "pool" not in t] == [
+        "adapter 1",
+        "adapter 2 ✓",
+        "adapter 3",
+        "adapter 4",
+        "adapter 5",
+    ]
     assert "GFT + 4 GAT tokens (trained)" in texts and "picks adapter 2" in texts
     assert any("never read the tokens" in t for t in texts)
 

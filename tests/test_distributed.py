@@ -9,6 +9,7 @@ rounding, in ``test_gradient_average_equals_the_global_batch_gradient``), evalua
 computation (row 0 of the matrix is bit-identical), but each rank draws its own prompts and loss
 points (seed + rank), so the trained rows and losses agree within a tolerance, not bitwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 ORDER = ["BSData", "CAMO", "Polyp"]
 # Batch 4 (2 images per rank): with the smoke profile's batch 2 each rank's single image and its
 # own prompts and loss points make 8 steps per task drift beyond the 0.05 IoU tolerance.
-SMOKE: Dict[str, Any] = {"data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2, "order": ORDER},
-                         "train": {"batch_size": 4}}
+SMOKE: Dict[str, Any] = {
+    "data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2, "order": ORDER},
+    "train": {"batch_size": 4},
+}
 
 
 # ---- pure pieces (no process group) ------------------------------------------------------------
@@ -85,7 +88,9 @@ def _grad_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             pred = x[ix] @ w + b + on0[ix] * only0
             return ((pred - y[ix]) ** 2).mean()
 
-        mine = distributed.shard(torch.arange(5), DistInfo(rank, world))  # 3 and 2 samples: unequal shares
+        mine = distributed.shard(
+            torch.arange(5), DistInfo(rank, world)
+        )  # 3 and 2 samples: unequal shares
         loss_of(mine).backward()
         n_global = distributed.average_gradients(params, len(mine))
         got = [None if p.grad is None else p.grad.clone() for p in params]
@@ -105,8 +110,17 @@ def _grad_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         distributed.broadcast_parameters(params)  # rank 0's values everywhere again
         distributed.assert_in_sync(params)
         gathered = distributed.gather_objects({"rank": rank})
-        torch.save({"got": got, "ref": ref, "n_global": n_global, "diverged": diverged, "gathered": gathered,
-                    "w": w.detach().clone()}, Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            {
+                "got": got,
+                "ref": ref,
+                "n_global": n_global,
+                "diverged": diverged,
+                "gathered": gathered,
+                "w": w.detach().clone(),
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -139,16 +153,41 @@ def _losses(d: Path) -> list:
     return [s["loss"] for s in json.loads((d / "timing.json").read_text())["steps"]]
 
 
-def _torchrun_smoke(method: str, results: Path, cache: Path, *sets: str) -> subprocess.CompletedProcess:
+def _torchrun_smoke(
+    method: str, results: Path, cache: Path, *sets: str
+) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node=2 -m cosam run`` on the smoke profile with SMOKE's data caps
     (then ``sets``, later ones winning); fails the test unless it exits 0."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop("COSAM_FAULT", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "cosam", "run", "--method", method, "--profile", "smoke",
-           "--results-dir", str(results), "--set", f"cache_dir={cache}",
-           "--set", "data.train_cap=4", "--set", "data.test_cap=2", "--set", "data.probe_cap=2",
-           "--set", "data.order=" + json.dumps(ORDER), "--set", f"train.batch_size={SMOKE['train']['batch_size']}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "cosam",
+        "run",
+        "--method",
+        method,
+        "--profile",
+        "smoke",
+        "--results-dir",
+        str(results),
+        "--set",
+        f"cache_dir={cache}",
+        "--set",
+        "data.train_cap=4",
+        "--set",
+        "data.test_cap=2",
+        "--set",
+        "data.probe_cap=2",
+        "--set",
+        "data.order=" + json.dumps(ORDER),
+        "--set",
+        f"train.batch_size={SMOKE['train']['batch_size']}",
+    ]
     for kv in sets:
         cmd += ["--set", kv]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -161,22 +200,39 @@ def test_two_process_run_matches_one_process(tmp_path: Path) -> None:
     matrix: row 0 bit-identical, trained rows within 0.05 IoU, losses within 10 %; only rank 0
     writes, and the ranks' weights are checked equal after every task (else the run fails)."""
     cache = tmp_path / "cache"
-    one = run(make_config("smoke", {**SMOKE, "method": "sequential", "results_dir": str(tmp_path / "one"),
-                                    "cache_dir": str(cache)}), ctx=Context())
+    one = run(
+        make_config(
+            "smoke",
+            {
+                **SMOKE,
+                "method": "sequential",
+                "results_dir": str(tmp_path / "one"),
+                "cache_dir": str(cache),
+            },
+        ),
+        ctx=Context(),
+    )
     proc = _torchrun_smoke("sequential", tmp_path / "two", cache)
     assert proc.stdout.count("IoU matrix") == 1  # rank 0 reports, rank 1 does not
     two = tmp_path / "two" / "smoke" / one.name
     assert (two / "DONE").is_file() and not list(two.glob(".*.tmp"))
     meta = json.loads((two / "config.json").read_text())
     assert meta["resolved"]["accel"]["world_size"] == 2
-    same = {**json.loads((one / "config.json").read_text())["config"], "results_dir": meta["config"]["results_dir"]}
+    same = {
+        **json.loads((one / "config.json").read_text())["config"],
+        "results_dir": meta["config"]["results_dir"],
+    }
     assert same == meta["config"]  # the same run config: the number of processes is not part of it
 
     a, b = _matrix(one), _matrix(two)
     assert a["rows"] == b["rows"] and a["tasks"] == b["tasks"] == ORDER
-    assert a["iou"][0] == b["iou"][0] and a["biou"][0] == b["biou"][0]  # evaluation is sharded, not changed
+    assert (
+        a["iou"][0] == b["iou"][0] and a["biou"][0] == b["biou"][0]
+    )  # evaluation is sharded, not changed
     for metric in ("iou", "biou"):
-        np.testing.assert_allclose(np.array(b[metric], dtype=float), np.array(a[metric], dtype=float), atol=0.05)
+        np.testing.assert_allclose(
+            np.array(b[metric], dtype=float), np.array(a[metric], dtype=float), atol=0.05
+        )
     la, lb = np.array(_losses(one)), np.array(_losses(two))
     assert la.shape == lb.shape
     np.testing.assert_allclose(lb, la, rtol=0.10)
@@ -190,9 +246,21 @@ def test_two_process_moda_router_log_covers_every_rank(tmp_path: Path) -> None:
     seeded buffer on every rank, so its routes, and hence the confusion matrices, are the same."""
     cache = tmp_path / "cache"
     overrides = {**SMOKE, "data": {**SMOKE["data"], "test_cap": 3}, "eval": {"batch_size": 2}}
-    one = run(make_config("smoke", {**overrides, "method": "sequential_moda", "results_dir": str(tmp_path / "one"),
-                                    "cache_dir": str(cache)}), ctx=Context())
-    _torchrun_smoke("sequential_moda", tmp_path / "two", cache, "data.test_cap=3", "eval.batch_size=2")
+    one = run(
+        make_config(
+            "smoke",
+            {
+                **overrides,
+                "method": "sequential_moda",
+                "results_dir": str(tmp_path / "one"),
+                "cache_dir": str(cache),
+            },
+        ),
+        ctx=Context(),
+    )
+    _torchrun_smoke(
+        "sequential_moda", tmp_path / "two", cache, "data.test_cap=3", "eval.batch_size=2"
+    )
     two = tmp_path / "two" / "smoke" / one.name
     a, b = (json.loads((d / "router.json").read_text()) for d in (one, two))
     assert len(a["log"]) == len(b["log"]) == len(ORDER)

@@ -4,6 +4,7 @@ Runs are kept tiny (4 train / 2 test images per task, 2 probe images) and use on
 these tensors are too small to gain from two, and on a loaded 2-core machine two threads
 oversubscribe the cores and run many times slower.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,15 @@ from cosam.errors import CosamError
 
 METHODS = ("zeroshot", "sequential", "joint")
 SMALL: Dict[str, Any] = {"data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2}}
-RESULT_FILES = ("config.json", "matrix.json", "metrics.csv", "per_image.csv", "costs.json", "timing.json", "DONE")
+RESULT_FILES = (
+    "config.json",
+    "matrix.json",
+    "metrics.csv",
+    "per_image.csv",
+    "costs.json",
+    "timing.json",
+    "DONE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +44,13 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def smoke(method: str, results: Path, cache: Path, **overrides: Any) -> Config:
-    return make_config("smoke", merge(SMALL, {"method": method, "results_dir": str(results), "cache_dir": str(cache),
-                                              **overrides}))
+    return make_config(
+        "smoke",
+        merge(
+            SMALL,
+            {"method": method, "results_dir": str(results), "cache_dir": str(cache), **overrides},
+        ),
+    )
 
 
 def matrix(run_dir: Path) -> Dict[str, Any]:
@@ -74,7 +88,9 @@ def assert_learns(run_dir: Path, margin: float = MIN_GAIN) -> None:
     """Training raised some task's own IoU above row 0 by ``margin`` (a comparison of trained rows
     that differ from row 0, not of two all-zero matrices)."""
     gain = own_task_gain(run_dir)
-    assert gain >= margin, f"{run_dir.name}: own-task IoU rose by at most {gain:.3f} over row 0 (want >= {margin})"
+    assert gain >= margin, (
+        f"{run_dir.name}: own-task IoU rose by at most {gain:.3f} over row 0 (want >= {margin})"
+    )
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -126,7 +142,9 @@ def test_methods_write_every_result_file(runs: Dict[str, Any]) -> None:
     assert matrix(runs["sequential"])["rows"] == ["before", *PAPER_ORDER]
     assert matrix(runs["joint"])["rows"] == ["before", "joint"]
     per_image = (runs["sequential"] / "per_image.csv").read_text().splitlines()
-    assert len(per_image) == 1 + 9 * (8 * 2 + 2)  # header + rows x (8 tasks x 2 test images + 2 probe)
+    assert len(per_image) == 1 + 9 * (
+        8 * 2 + 2
+    )  # header + rows x (8 tasks x 2 test images + 2 probe)
 
 
 def test_untrained_hq_row_equals_zeroshot(runs: Dict[str, Any]) -> None:
@@ -138,7 +156,10 @@ def test_untrained_hq_row_equals_zeroshot(runs: Dict[str, Any]) -> None:
             np.testing.assert_allclose(mat[metric][0], zs[metric][0], atol=1e-6, rtol=0)
     # and training did change something afterwards
     assert not np.allclose(matrix(runs["sequential"])["iou"][1], zs["iou"][0], atol=1e-6)
-    assert all(len(h) == 4 for h in losses(runs["sequential"])) and len(losses(runs["sequential"])) == 8
+    assert (
+        all(len(h) == 4 for h in losses(runs["sequential"]))
+        and len(losses(runs["sequential"])) == 8
+    )
 
 
 def test_training_raises_own_task_iou(runs: Dict[str, Any]) -> None:
@@ -147,7 +168,9 @@ def test_training_raises_own_task_iou(runs: Dict[str, Any]) -> None:
     assert_learns(runs["joint"], margin=JOINT_MIN_GAIN)
 
 
-def test_same_config_is_deterministic_and_seed_matters(runs: Dict[str, Any], cache: Path, tmp_path: Path) -> None:
+def test_same_config_is_deterministic_and_seed_matters(
+    runs: Dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
     """The same config in another folder gives the identical matrix; another seed gives another one."""
     again = run(smoke("sequential", tmp_path / "again", cache), ctx=Context())
     assert_same_run(again, runs["sequential"])
@@ -162,8 +185,9 @@ def test_same_config_is_deterministic_and_seed_matters(runs: Dict[str, Any], cac
     assert all(x != y for x, y in zip(la, lb))  # every task saw other batches / prompts / init
 
 
-def test_resume_after_failure_equals_uninterrupted(runs: Dict[str, Any], cache: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_failure_equals_uninterrupted(
+    runs: Dict[str, Any], cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run killed in task 4 keeps state/step_3.pt; rerunning resumes there and ends identical."""
     real_fit = engine.fit
     calls = {"n": 0}
@@ -189,7 +213,9 @@ def test_resume_after_failure_equals_uninterrupted(runs: Dict[str, Any], cache: 
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(engine, "fit", counting_fit)
-    before_s = torch.load(run_dir / "state" / "step_3.pt", weights_only=False)["timing"]["elapsed_s"]
+    before_s = torch.load(run_dir / "state" / "step_3.pt", weights_only=False)["timing"][
+        "elapsed_s"
+    ]
     t0 = time.perf_counter()
     assert run(cfg, ctx=Context()) == run_dir
     second_s = time.perf_counter() - t0
@@ -203,9 +229,11 @@ def test_resume_after_failure_equals_uninterrupted(runs: Dict[str, Any], cache: 
     assert "resumed" not in json.loads((runs["sequential"] / "timing.json").read_text())
 
 
-def test_finished_run_is_reused_and_a_different_config_refused(runs: Dict[str, Any], cache: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finished_run_is_reused_and_a_different_config_refused(
+    runs: Dict[str, Any], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A finished run is returned without training; another config in its folder needs --force."""
+
     def no_fit(*args: Any, **kwargs: Any) -> Dict[str, Any]:
         raise AssertionError("fit must not be called for a finished run")
 
@@ -220,7 +248,9 @@ def test_finished_run_is_reused_and_a_different_config_refused(runs: Dict[str, A
         run(changed, ctx=Context())
 
 
-def test_feature_cache_is_reused_across_methods(runs: Dict[str, Any], cache: Path, tmp_path: Path) -> None:
+def test_feature_cache_is_reused_across_methods(
+    runs: Dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
     """The first run encodes into the disk cache; later runs (fresh Context) encode nothing."""
     entries = list((cache / "features-t1").rglob("*.pt"))  # the smoke profile's one thread
     n_images = 8 * (4 + 2) + 2
@@ -236,13 +266,17 @@ def test_feature_cache_is_reused_across_methods(runs: Dict[str, Any], cache: Pat
     assert ctx.cache is not None and ctx.cache.misses == 0 and ctx.cache.hits == 8 * 2 + 2
 
 
-def test_shuffled_order_follows_resolve_order(runs: Dict[str, Any], cache: Path, tmp_path: Path) -> None:
+def test_shuffled_order_follows_resolve_order(
+    runs: Dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
     """data.order=shuffled orders the columns as resolve_order(seed) and tags the run folder."""
     zs = matrix(runs["zeroshot"])
     paper_iou = dict(zip(zs["tasks"], zs["iou"][0]))
     orders = []
     for seed in (0, 1):
-        d = run(smoke("zeroshot", tmp_path, cache, seed=seed, data={"order": "shuffled"}), ctx=Context())
+        d = run(
+            smoke("zeroshot", tmp_path, cache, seed=seed, data={"order": "shuffled"}), ctx=Context()
+        )
         assert "shuffled" in d.name and d.name.endswith(f"s{seed}")
         mat = matrix(d)
         assert mat["tasks"] == resolve_order("shuffled", seed)
@@ -254,13 +288,29 @@ def test_shuffled_order_follows_resolve_order(runs: Dict[str, Any], cache: Path,
     assert orders[0] != orders[1] and sorted(orders[0]) == sorted(PAPER_ORDER)
 
 
-def test_cli_run_and_unknown_method(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_and_unknown_method(
+    cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``cosam run`` returns 0 and prints the SYNTHETIC matrix; an unknown method returns 2 and lists the methods."""
-    args = ["--profile", "smoke", "--results-dir", str(tmp_path / "cli"), "--set", f"cache_dir={cache}",
-            "--set", "data.train_cap=4", "--set", "data.test_cap=2", "--set", "data.probe_cap=2"]
+    args = [
+        "--profile",
+        "smoke",
+        "--results-dir",
+        str(tmp_path / "cli"),
+        "--set",
+        f"cache_dir={cache}",
+        "--set",
+        "data.train_cap=4",
+        "--set",
+        "data.test_cap=2",
+        "--set",
+        "data.probe_cap=2",
+    ]
     assert main(["run", "--method", "zeroshot", *args]) == 0
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and (tmp_path / "cli" / "smoke" / "zeroshot-paper-s0" / "DONE").is_file()
+    assert (
+        "SYNTHETIC" in out and (tmp_path / "cli" / "smoke" / "zeroshot-paper-s0" / "DONE").is_file()
+    )
     assert main(["run", "--method", "nope", *args]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and all(m in err for m in METHODS)

@@ -1,4 +1,5 @@
 """Sweeps through submitit's local executor: one job per run, killed half-way and restarted."""
+
 from __future__ import annotations
 
 import json
@@ -18,13 +19,38 @@ from cosam.sweep import SweepSpec
 pytest.importorskip("submitit")
 
 REPO = Path(__file__).resolve().parents[1]
-SETS = ["data.train_cap=2", "data.test_cap=1", "data.probe_cap=1", "train.epochs=1", "progress=false"]
+SETS = [
+    "data.train_cap=2",
+    "data.test_cap=1",
+    "data.probe_cap=1",
+    "train.epochs=1",
+    "progress=false",
+]
 
 
 def _cmd(tmp: Path) -> list:
-    args = [sys.executable, "-m", "cosam", "sweep", "--methods", "zeroshot", "--seeds", "0", "1", "2",
-            "--profile", "smoke", "--results-dir", str(tmp / "runs"), "--set", f"cache_dir={tmp / 'cache'}",
-            "--launcher", "submitit", "--parallel", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "cosam",
+        "sweep",
+        "--methods",
+        "zeroshot",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+        "--profile",
+        "smoke",
+        "--results-dir",
+        str(tmp / "runs"),
+        "--set",
+        f"cache_dir={tmp / 'cache'}",
+        "--launcher",
+        "submitit",
+        "--parallel",
+        "1",
+    ]
     for s in SETS:
         args += ["--set", s]
     return args
@@ -32,7 +58,10 @@ def _cmd(tmp: Path) -> list:
 
 def test_launcher_options_are_checked_before_any_job(tmp_path: Path) -> None:
     assert parse_options(["partition=gpu", "time=600", "gpus_per_node=1"]) == {
-        "partition": "gpu", "time": 600, "gpus_per_node": 1}
+        "partition": "gpu",
+        "time": 600,
+        "gpus_per_node": 1,
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_options(["partition"])
     with pytest.raises(ConfigError, match="--cluster"):
@@ -49,8 +78,13 @@ def test_debug_executor_gives_the_in_process_matrix(tmp_path: Path) -> None:
     """A job runs exactly the config `cosam run` builds: same matrix as the in-process sweep."""
     from cosam.sweep import run_sweep
 
-    common = dict(profile="smoke", methods=["sequential"], seeds=[0], orders=["paper"],
-                  dotted=SETS + [f"cache_dir={tmp_path / 'cache'}"])
+    common = dict(
+        profile="smoke",
+        methods=["sequential"],
+        seeds=[0],
+        orders=["paper"],
+        dotted=SETS + [f"cache_dir={tmp_path / 'cache'}"],
+    )
     a = SweepSpec(results_dir=str(tmp_path / "a"), **common)
     b = SweepSpec(results_dir=str(tmp_path / "b"), **common)
     (oa,), _ = run_sweep(a, echo=lambda _: None)
@@ -66,8 +100,13 @@ def test_killed_submitit_sweep_restarts_to_completion(tmp_path: Path) -> None:
     that run, runs the others through new jobs and writes the aggregate of all three."""
     runs = tmp_path / "runs" / "smoke"
     first = runs / "zeroshot-paper-s0" / "DONE"
-    proc = subprocess.Popen(_cmd(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        _cmd(tmp_path),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not first.exists():
@@ -82,7 +121,9 @@ def test_killed_submitit_sweep_restarts_to_completion(tmp_path: Path) -> None:
     out = subprocess.run(_cmd(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "zeroshot-paper-s0: reused" in out.stdout
-    assert sorted(p.parent.name for p in runs.glob("*/DONE")) == [f"zeroshot-paper-s{s}" for s in range(3)]
+    assert sorted(p.parent.name for p in runs.glob("*/DONE")) == [
+        f"zeroshot-paper-s{s}" for s in range(3)
+    ]
     per_seed = (runs / "sweep" / "per_seed.csv").read_text().strip().splitlines()
     assert len(per_seed) == 1 + 3
     manifest = json.loads((runs / "sweep" / "sweep.json").read_text())

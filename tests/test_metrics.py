@@ -1,4 +1,5 @@
 """Metrics (IoU, Boundary IoU, TaskMatrix) and the point-sampled mask loss, checked by hand."""
+
 from __future__ import annotations
 
 import json
@@ -268,7 +269,9 @@ def test_task_matrix_missing_columns_and_validation() -> None:
 
 def test_task_matrix_json_round_trip_and_long_rows() -> None:
     m = TaskMatrix(TASKS, probe="COCO")
-    m.add_row("before", {"A": 0.5, "COCO": 0.6}, {"A": 0.4}, per_image={"A": [(0.5, 0.4), (0.5, 0.4)]})
+    m.add_row(
+        "before", {"A": 0.5, "COCO": 0.6}, {"A": 0.4}, per_image={"A": [(0.5, 0.4), (0.5, 0.4)]}
+    )
     m.add_row("A", {"A": 0.8, "B": 0.1, "C": 0.2, "COCO": 0.5}, {"A": 0.7})
     d = json.loads(json.dumps(m.to_dict(), allow_nan=False))
     assert d["iou"][0] == [0.5, None, None, 0.6]
@@ -347,7 +350,11 @@ def test_loss_deterministic_with_generator_and_has_gradient() -> None:
     assert a["loss"].item() == b["loss"].item()
     assert a["loss"].item() != c["loss"].item()
     a["loss"].backward()
-    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert (
+        logits.grad is not None
+        and torch.isfinite(logits.grad).all()
+        and logits.grad.abs().sum() > 0
+    )
 
 
 def test_loss_soft_targets_and_point_losses() -> None:
@@ -377,7 +384,9 @@ def test_loss_soft_targets_and_point_losses() -> None:
 def test_markdown_table_formats_pct_floats_and_missing() -> None:
     from cosam.report import markdown_table
 
-    text = markdown_table([{"method": "l2p", "FF": -0.0002, "time_s": -0.01, "note": None}], pct=["FF"])
+    text = markdown_table(
+        [{"method": "l2p", "FF": -0.0002, "time_s": -0.01, "note": None}], pct=["FF"]
+    )
     lines = text.strip().splitlines()
     assert lines[0] == "| method | FF | time_s | note |"
     assert lines[2] == "| l2p | 0.0 | 0.0 | – |"

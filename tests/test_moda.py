@@ -1,4 +1,5 @@
 """MoDA: the token pass, the router, the adapter pool, and routing under shuffled orders."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,21 @@ SMOKE = {
 
 def tiny_vit_encoder() -> ViTEncoder:
     torch.manual_seed(0)
-    return ViTEncoder(img_size=64, patch_size=16, embed_dim=32, depth=3, num_heads=2, out_chans=16,
-                      use_rel_pos=True, window_size=2, global_attn_indexes=(1,)).eval().requires_grad_(False)
+    return (
+        ViTEncoder(
+            img_size=64,
+            patch_size=16,
+            embed_dim=32,
+            depth=3,
+            num_heads=2,
+            out_chans=16,
+            use_rel_pos=True,
+            window_size=2,
+            global_attn_indexes=(1,),
+        )
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 def tinyvit_encoder() -> TinyViT:
@@ -65,8 +79,11 @@ def test_one_way_capture_leaves_features_unchanged_and_tokens_train(make) -> Non
     assert not torch.allclose(full[:, 0], q.detach())
 
 
-@pytest.mark.parametrize("make,size", [(tinyvit_encoder, 64), (tinyvit_encoder, 96), (tiny_vit_encoder, 64)],
-                         ids=["tinyvit", "tinyvit-padded-windows", "vit-windows"])
+@pytest.mark.parametrize(
+    "make,size",
+    [(tinyvit_encoder, 64), (tinyvit_encoder, 96), (tiny_vit_encoder, 64)],
+    ids=["tinyvit", "tinyvit-padded-windows", "vit-windows"],
+)
 def test_live_kv_capture_equals_recomputed_kv(make, size) -> None:
     """The live path reads k/v from the blocks' own (windowed, padded) qkv: same as recomputing."""
     from cosam.models.tokens import capture_kv
@@ -116,13 +133,23 @@ def test_one_way_read_matches_explicit_attention() -> None:
 def test_options_are_validated_and_base_options_pass_through() -> None:
     with pytest.raises(ConfigError, match="router"):
         make_config("smoke", {"method": "sequential_moda", "method_options": {"router": "knn"}})
-    cfg = make_config("smoke", {"method": "sequential_moda", "method_options": {"router": "cosine"}})
+    cfg = make_config(
+        "smoke", {"method": "sequential_moda", "method_options": {"router": "cosine"}}
+    )
     model = build_sam("vit_t", image_size=64, pretrained=False)
     with pytest.raises(ConfigError, match="hq_attention"):
-        get_method("sequential_moda")(model, make_config("smoke", {"method": "sequential_moda",
-                                                                   "method_options": {"hq_attention": "both"}}))
-    m = get_method("sam_adapter_moda")(model, make_config("smoke", {"method": "sam_adapter_moda",
-                                                                  "method_options": {"adapter_ratio": 0.5}}))
+        get_method("sequential_moda")(
+            model,
+            make_config(
+                "smoke", {"method": "sequential_moda", "method_options": {"hq_attention": "both"}}
+            ),
+        )
+    m = get_method("sam_adapter_moda")(
+        model,
+        make_config(
+            "smoke", {"method": "sam_adapter_moda", "method_options": {"adapter_ratio": 0.5}}
+        ),
+    )
     assert m.base.opts.adapter_ratio == 0.5 and m.needs_pixels
     assert get_method("sequential_moda")(model, cfg).opts.router == "cosine"
 
@@ -133,13 +160,24 @@ def runs(tmp_path_factory):
     ctx = engine.Context()
 
     def run(method: str, order: str = "paper", seed: int = 0, **options: Any) -> Path:
-        run_name = f"{method}-{order}-s{seed}" + "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+        run_name = f"{method}-{order}-s{seed}" + "".join(
+            f"-{k}={v}" for k, v in sorted(options.items())
+        )
         if method.endswith("_moda"):
             options = {"router_epochs": 2, **options}
-        cfg = make_config("smoke", {**SMOKE, "method": method, "seed": seed, "method_options": options,
-                                    "run_name": run_name,
-                                    "data": {**SMOKE["data"], "order": order},
-                                    "results_dir": str(root / "runs"), "cache_dir": str(root / "cache")})
+        cfg = make_config(
+            "smoke",
+            {
+                **SMOKE,
+                "method": method,
+                "seed": seed,
+                "method_options": options,
+                "run_name": run_name,
+                "data": {**SMOKE["data"], "order": order},
+                "results_dir": str(root / "runs"),
+                "cache_dir": str(root / "cache"),
+            },
+        )
         return engine.run(cfg, ctx=ctx)
 
     return run
@@ -185,9 +223,17 @@ def _domain_query(samples: Sequence[Any], dim: int) -> torch.Tensor:
 def test_routing_follows_task_identity_under_shuffled_orders(runs, monkeypatch, seed) -> None:
     """With perfectly separable queries the router is right on every image, under any order:
     its labels are adapter indices in training order, not ids hard-coded by name (§8.9)."""
-    monkeypatch.setattr(MoDA, "queries", lambda self, samples: _domain_query(samples, self.reader.query_dim))
-    path = runs("decoder_tuning_moda", order="shuffled", seed=seed, train_tokens=False, router_epochs=20,
-                router_lr=1e-2)
+    monkeypatch.setattr(
+        MoDA, "queries", lambda self, samples: _domain_query(samples, self.reader.query_dim)
+    )
+    path = runs(
+        "decoder_tuning_moda",
+        order="shuffled",
+        seed=seed,
+        train_tokens=False,
+        router_epochs=20,
+        router_lr=1e-2,
+    )
     order = json.loads((path / "config.json").read_text())["resolved"]["order"]
     assert order == resolve_order("shuffled", seed) and order != resolve_order("paper", seed)
     final = json.loads((path / "router.json").read_text())["final"]
@@ -221,9 +267,17 @@ def test_restrict_to_subset_scores_a_full_run_on_a_capped_runs_images(tmp_path) 
     from cosam.report import load_run, restrict_to_subset
 
     def run(test_cap: int, probe_cap: int) -> Path:
-        cfg = make_config("smoke", {**SMOKE, "method": "zeroshot", "run_name": f"z{test_cap}",
-                                    "data": {**SMOKE["data"], "test_cap": test_cap, "probe_cap": probe_cap},
-                                    "results_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")})
+        cfg = make_config(
+            "smoke",
+            {
+                **SMOKE,
+                "method": "zeroshot",
+                "run_name": f"z{test_cap}",
+                "data": {**SMOKE["data"], "test_cap": test_cap, "probe_cap": probe_cap},
+                "results_dir": str(tmp_path / "runs"),
+                "cache_dir": str(tmp_path / "cache"),
+            },
+        )
         return engine.run(cfg)
 
     full, sub = load_run(run(4, 4)), load_run(run(2, 1))

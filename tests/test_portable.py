@@ -1,4 +1,5 @@
 """Reports name data, weights and caches by what they are, never by this machine's folders."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,9 @@ def test_portable_paths() -> None:
 
 
 def test_portable_text_rewrites_overrides_and_words() -> None:
-    text = "cache_dir=/work/main/.cache/cosam data.train_cap=4 /home/me/data/cosam-mini train.lr=0.001"
+    text = (
+        "cache_dir=/work/main/.cache/cosam data.train_cap=4 /home/me/data/cosam-mini train.lr=0.001"
+    )
     out = portable_text(text, root=Path("/work/main"))
     assert out == "cache_dir=.cache/cosam data.train_cap=4 cosam-mini train.lr=0.001"
     assert "/work" not in out and "/home" not in out

@@ -4,6 +4,7 @@ Tiny smoke runs (2 tasks, 4 train / 2 test images, 1 epoch; about 2 s each): the
 the data's content, the recorded code versions and an old run without a recorded identity each
 make a finished run non-reusable, with a message naming what differs; the same everything reuses it.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ from cosam.engine import Context, run
 from cosam.errors import CosamError
 from cosam.methods import get_method
 
-SMALL: Dict[str, Any] = {"data": {"order": ["BSData", "CAMO"], "train_cap": 4, "test_cap": 2, "probe_cap": 2},
-                         "train": {"epochs": 1}}
+SMALL: Dict[str, Any] = {
+    "data": {"order": ["BSData", "CAMO"], "train_cap": 4, "test_cap": 2, "probe_cap": 2},
+    "train": {"epochs": 1},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -39,19 +42,32 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def smoke(results: Path, cache: Path, **overrides: Any) -> Config:
-    return make_config("smoke", merge(SMALL, {"method": "sequential", "results_dir": str(results),
-                                              "cache_dir": str(cache), **overrides}))
+    return make_config(
+        "smoke",
+        merge(
+            SMALL,
+            {
+                "method": "sequential",
+                "results_dir": str(results),
+                "cache_dir": str(cache),
+                **overrides,
+            },
+        ),
+    )
 
 
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any training fail: a reused run must not train."""
+
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the finished run was not reused")
 
     monkeypatch.setattr(engine, "fit", fail)
 
 
-def test_reused_only_with_the_same_thread_count(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reused_only_with_the_same_thread_count(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = smoke(tmp_path, cache, threads=1)
     run_dir = run(cfg, ctx=Context())
     identity = json.loads((run_dir / "config.json").read_text())["resolved"]["identity"]
@@ -62,7 +78,9 @@ def test_reused_only_with_the_same_thread_count(cache: Path, tmp_path: Path, mon
     with monkeypatch.context() as m:
         no_training(m)
         assert run(cfg, ctx=Context()) == run_dir  # same everything: reused
-        with pytest.raises(CosamError, match=r"differs in: threads: recorded 1, now 2\. Fix: pass --force"):
+        with pytest.raises(
+            CosamError, match=r"differs in: threads: recorded 1, now 2\. Fix: pass --force"
+        ):
             run(smoke(tmp_path, cache, threads=2), ctx=Context())
         # threads=None means torch's default: compared as the count in use, here 2
         torch.set_num_threads(2)
@@ -75,11 +93,14 @@ def test_reused_only_with_the_same_thread_count(cache: Path, tmp_path: Path, mon
     assert json.loads((run_dir / "config.json").read_text())["resolved"]["identity"]["threads"] == 2
     # its CPU features were computed by 2 threads, in their own cache folder (float16 features
     # differ between thread counts, so a run never reads another thread count's)
-    assert list((cache / "features-t2").rglob("*.pt")) and list((cache / "features-t1").rglob("*.pt"))
+    assert list((cache / "features-t2").rglob("*.pt")) and list(
+        (cache / "features-t1").rglob("*.pt")
+    )
 
 
-def test_unfinished_run_resumes_only_with_the_same_thread_count(cache: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unfinished_run_resumes_only_with_the_same_thread_count(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_fit = engine.fit
     calls = {"n": 0}
 
@@ -93,12 +114,19 @@ def test_unfinished_run_resumes_only_with_the_same_thread_count(cache: Path, tmp
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(smoke(tmp_path, cache, threads=1), ctx=Context())
     monkeypatch.setattr(engine, "fit", real_fit)
-    with pytest.raises(CosamError, match=r"unfinished run .* threads: recorded 1, now 2\. Fix: pass --force to restart"):
+    with pytest.raises(
+        CosamError,
+        match=r"unfinished run .* threads: recorded 1, now 2\. Fix: pass --force to restart",
+    ):
         run(smoke(tmp_path, cache, threads=2), ctx=Context())
-    assert (run(smoke(tmp_path, cache, threads=1), ctx=Context()) / "DONE").exists()  # same threads: resumes
+    assert (
+        run(smoke(tmp_path, cache, threads=1), ctx=Context()) / "DONE"
+    ).exists()  # same threads: resumes
 
 
-def test_changed_data_content_is_not_reused(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_data_content_is_not_reused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One edited training image (same name, same size) makes the finished run non-reusable."""
     from cosam.engine import resolve_data_root
 
@@ -115,18 +143,24 @@ def test_changed_data_content_is_not_reused(cache: Path, tmp_path: Path, monkeyp
 
     with monkeypatch.context() as m:
         no_training(m)
-        with pytest.raises(CosamError, match=r"differs in: data_sha1: recorded '[0-9a-f]{40}', now '[0-9a-f]{40}'"):
+        with pytest.raises(
+            CosamError, match=r"differs in: data_sha1: recorded '[0-9a-f]{40}', now '[0-9a-f]{40}'"
+        ):
             run(cfg, ctx=Context())
     # an image the run does not use (a test image beyond test_cap) leaves the fingerprint alone
     full = engine.build_benchmark(data, "cosam-mini", ["BSData", "CAMO"], include_probe=False)
-    unused = sorted({s.image for s in full.tasks[1].test} - {s.image for s in bench.tasks[1].test})[0]
+    unused = sorted({s.image for s in full.tasks[1].test} - {s.image for s in bench.tasks[1].test})[
+        0
+    ]
     before = engine.data_fingerprint(bench)
     Image.fromarray(255 - np.asarray(Image.open(unused))).save(unused, quality=95)
     assert engine.data_fingerprint(engine._benchmark(cfg)) == before
     assert run(cfg, force=True, ctx=Context()) == run_dir
 
 
-def test_code_versions_and_old_runs_are_not_reused(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_code_versions_and_old_runs_are_not_reused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = smoke(tmp_path, cache)
     run_dir = run(cfg, ctx=Context())
     no_training(monkeypatch)
@@ -136,7 +170,9 @@ def test_code_versions_and_old_runs_are_not_reused(cache: Path, tmp_path: Path, 
             run(cfg, ctx=Context())
     with monkeypatch.context() as m:
         m.setattr(get_method("sequential"), "code_version", 2)
-        with pytest.raises(CosamError, match=r"method_version: recorded 'sequential/1', now 'sequential/2'"):
+        with pytest.raises(
+            CosamError, match=r"method_version: recorded 'sequential/1', now 'sequential/2'"
+        ):
             run(cfg, ctx=Context())
     # another config value names its dotted key
     with pytest.raises(CosamError, match=r"train\.lr: recorded 0\.0001, now 0\.001"):

@@ -14,6 +14,7 @@ Tolerances (fp32; the fast path reorders sums, so bit equality is not expected):
   "Whole runs");
 * metrics: exactly equal (integer counts).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,7 @@ from cosam import metrics
 from cosam.config import make_config
 from cosam.engine import Context, EvalSet, run
 from cosam.losses import mask_loss
-from cosam.models import HQBranch, SamModel, build_sam, decode
-from cosam.models import fastpath
+from cosam.models import HQBranch, SamModel, build_sam, decode, fastpath
 from cosam.models.fastpath import LEVERS, reference_path
 
 OUT_RTOL, OUT_ATOL = 1e-5, 1e-6
@@ -50,7 +50,9 @@ def inputs(model: SamModel) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     with torch.no_grad():
         emb, interm = model.encode(torch.rand(3, 3, 128, 128, generator=g) * 255)
         lo = torch.rand(3, 2, generator=g) * 50
-        sparse, dense = model.prompt_encoder(points=None, boxes=torch.cat([lo, lo + 40], 1), masks=None)
+        sparse, dense = model.prompt_encoder(
+            points=None, boxes=torch.cat([lo, lo + 40], 1), masks=None
+        )
     target = (torch.rand(3, 1, 128, 128, generator=g) > 0.5).float()
     return emb, interm, sparse, dense, target
 
@@ -78,28 +80,45 @@ def assert_grads_close(fast: Dict[str, Tensor], ref: Dict[str, Tensor]) -> None:
     floor = 1e-3 * max(float(g.norm()) for g in ref.values())
     for k in ref:
         err, scale = float((fast[k] - ref[k]).norm()), max(float(ref[k].norm()), floor)
-        assert err <= GRAD_RTOL * scale, f"gradient of {k} differs by {err / scale:.3g} (relative) > {GRAD_RTOL}"
+        assert err <= GRAD_RTOL * scale, (
+            f"gradient of {k} differs by {err / scale:.3g} (relative) > {GRAD_RTOL}"
+        )
 
 
-def hq_step(model: SamModel, hq: HQBranch, inputs: Tuple[Tensor, ...], one_way: bool,
-            off: Tuple[str, ...]) -> Tuple[Tensor, Dict[str, Tensor], bool]:
+def hq_step(
+    model: SamModel, hq: HQBranch, inputs: Tuple[Tensor, ...], one_way: bool, off: Tuple[str, ...]
+) -> Tuple[Tensor, Dict[str, Tensor], bool]:
     """HQ logits, gradients of the branch's parameters (reference mask loss), and whether SAM's
     upscaled features were part of the autograd graph; ``off``: levers switched to the reference."""
     emb, interm, sparse, dense, target = inputs
     hq.zero_grad(set_to_none=True)
     with reference_path(*off, enabled=bool(off)):
-        out = decode(model.mask_decoder, emb, model.image_pe(), sparse, dense, extra_tokens=hq.tokens(),
-                     one_way=one_way)
+        out = decode(
+            model.mask_decoder,
+            emb,
+            model.image_pe(),
+            sparse,
+            dense,
+            extra_tokens=hq.tokens(),
+            one_way=one_way,
+        )
         logits = hq(out.extra[:, 0], out.upscaled, emb, interm)
-        loss = mask_loss(logits, target, num_points=512, generator=torch.Generator().manual_seed(0))["loss"]
+        loss = mask_loss(
+            logits, target, num_points=512, generator=torch.Generator().manual_seed(0)
+        )["loss"]
         loss.backward()
-    return logits.detach(), {n: p.grad.clone() for n, p in hq.named_parameters()}, out.upscaled.requires_grad
+    return (
+        logits.detach(),
+        {n: p.grad.clone() for n, p in hq.named_parameters()},
+        out.upscaled.requires_grad,
+    )
 
 
 @pytest.mark.parametrize("one_way", [True, False])
 @pytest.mark.parametrize("lever", LEVERS + ("all",))
-def test_each_lever_keeps_outputs_and_gradients(model: SamModel, inputs: Tuple[Tensor, ...], one_way: bool,
-                                                lever: str) -> None:
+def test_each_lever_keeps_outputs_and_gradients(
+    model: SamModel, inputs: Tuple[Tensor, ...], one_way: bool, lever: str
+) -> None:
     """Each lever alone (the others at the reference) and all together: HQ logits and the branch's
     gradients equal the reference's within tolerance, for the one-way and the full HQ token."""
     hq = trained_branch(model)
@@ -110,15 +129,21 @@ def test_each_lever_keeps_outputs_and_gradients(model: SamModel, inputs: Tuple[T
     assert_grads_close(grads, ref_grads)
 
 
-def test_one_way_reader_does_not_backpropagate_through_frozen_sam(model: SamModel, inputs: Tuple[Tensor, ...]) -> None:
+def test_one_way_reader_does_not_backpropagate_through_frozen_sam(
+    model: SamModel, inputs: Tuple[Tensor, ...]
+) -> None:
     """The point of the ``readers`` lever: SAM's upscaled features leave the autograd graph."""
     hq = trained_branch(model)
     assert hq_step(model, hq, inputs, True, LEVERS)[2]  # the reference backpropagates through them
     assert not hq_step(model, hq, inputs, True, ())[2]
-    assert hq_step(model, hq, inputs, False, ())[2]  # full attention: the token changes them, keep it
+    assert hq_step(model, hq, inputs, False, ())[
+        2
+    ]  # full attention: the token changes them, keep it
 
 
-def test_sam_outputs_and_trainable_decoder_unchanged(model: SamModel, inputs: Tuple[Tensor, ...]) -> None:
+def test_sam_outputs_and_trainable_decoder_unchanged(
+    model: SamModel, inputs: Tuple[Tensor, ...]
+) -> None:
     """SAM's own masks and IoU (with and without readers) and the gradient of a *trainable*
     decoder (decoder tuning) agree with the reference."""
     emb, interm, sparse, dense, target = inputs
@@ -129,11 +154,17 @@ def test_sam_outputs_and_trainable_decoder_unchanged(model: SamModel, inputs: Tu
         with reference_path(enabled=ref):
             md.requires_grad_(True)
             md.zero_grad(set_to_none=True)
-            out = decode(md, emb, model.image_pe(), sparse, dense, extra_tokens=hq.tokens(), one_way=True)
+            out = decode(
+                md, emb, model.image_pe(), sparse, dense, extra_tokens=hq.tokens(), one_way=True
+            )
             plain = decode(md, emb, model.image_pe(), sparse, dense)
             (out.masks.square().mean() + out.iou.sum() + plain.masks.mean()).backward()
-            outs[ref] = (out.masks.detach(), out.iou.detach(), plain.masks.detach(),
-                         {n: p.grad.clone() for n, p in md.named_parameters() if p.grad is not None})
+            outs[ref] = (
+                out.masks.detach(),
+                out.iou.detach(),
+                plain.masks.detach(),
+                {n: p.grad.clone() for n, p in md.named_parameters() if p.grad is not None},
+            )
             md.requires_grad_(False)
     for a, b in zip(outs[False][:3], outs[True][:3]):
         assert_out_close(a, b)
@@ -150,9 +181,21 @@ def test_prompt_tokens_gradients_unchanged(model: SamModel, inputs: Tuple[Tensor
     for ref in (True, False):
         tokens.grad = None
         with reference_path(enabled=ref):
-            masks = decode(model.mask_decoder, emb, model.image_pe(), sparse, dense, extra_tokens=tokens,
-                           one_way=False).masks
-            loss = mask_loss(masks, target[:, :, ::4, ::4], num_points=256, generator=torch.Generator().manual_seed(0))
+            masks = decode(
+                model.mask_decoder,
+                emb,
+                model.image_pe(),
+                sparse,
+                dense,
+                extra_tokens=tokens,
+                one_way=False,
+            ).masks
+            loss = mask_loss(
+                masks,
+                target[:, :, ::4, ::4],
+                num_points=256,
+                generator=torch.Generator().manual_seed(0),
+            )
             loss["loss"].backward()
         res[ref] = (masks.detach(), {"tokens": tokens.grad.clone()})
     assert_out_close(res[False][0], res[True][0])
@@ -170,7 +213,9 @@ def test_folded_layers_equal_the_layers() -> None:
     ref_c = (h[:, :, None, None] * conv(x)).sum(1, keepdim=True)
     assert_out_close(fastpath.folded_convt2(h, convt, x), ref_t)
     assert_out_close(fastpath.folded_conv3(h, conv, x), ref_c)
-    assert_out_close(fastpath.folded_conv3(h, conv, x.contiguous(memory_format=torch.channels_last)), ref_c)
+    assert_out_close(
+        fastpath.folded_conv3(h, conv, x.contiguous(memory_format=torch.channels_last)), ref_c
+    )
 
 
 def test_reference_path_names_levers() -> None:
@@ -188,9 +233,16 @@ def test_reference_path_names_levers() -> None:
 
 
 def _smoke_run(method: str, root: Path, cache: Path, ref: bool) -> Path:
-    cfg = make_config("smoke", {"method": method, "results_dir": str(root / ("ref" if ref else "fast")),
-                                "cache_dir": str(cache), "train": {"epochs": 1},
-                                "data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2}})
+    cfg = make_config(
+        "smoke",
+        {
+            "method": method,
+            "results_dir": str(root / ("ref" if ref else "fast")),
+            "cache_dir": str(cache),
+            "train": {"epochs": 1},
+            "data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2},
+        },
+    )
     with reference_path(enabled=ref), metrics.reference_metrics(enabled=ref):
         return run(cfg, ctx=Context())
 
@@ -220,15 +272,27 @@ def test_smoke_run_equal_within_tolerance(method: str, tmp_path: Path, smoke_cac
     fa, fb = _flat(ma), _flat(mb)
     assert len(fa) == len(fb) and len(fa) > 10
     assert all(abs(x - y) <= 1e-5 or (x != x and y != y) for x, y in zip(fa, fb)), (fa, fb)
-    la, lb = ([s["loss"] for s in json.loads((d / "timing.json").read_text())["steps"]] for d in (a, b))
-    assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for ra, rb in zip(la, lb) for x, y in zip(ra, rb))
-    sa, sb = (torch.load(next((d / "state").glob("step_*.pt")), map_location="cpu", weights_only=False)
-              ["strategy"]["modules"] for d in (a, b))
+    la, lb = (
+        [s["loss"] for s in json.loads((d / "timing.json").read_text())["steps"]] for d in (a, b)
+    )
+    assert all(
+        abs(x - y) <= 1e-5 * max(1.0, abs(x)) for ra, rb in zip(la, lb) for x, y in zip(ra, rb)
+    )
+    sa, sb = (
+        torch.load(next((d / "state").glob("step_*.pt")), map_location="cpu", weights_only=False)[
+            "strategy"
+        ]["modules"]
+        for d in (a, b)
+    )
     moved = [k for k in sa if sa[k].is_floating_point() and sa[k].norm() > 0]
     assert moved
-    for k in moved:  # weights, not gradients: Adam and the loss's top-k point choice amplify rounding
+    for (
+        k
+    ) in moved:  # weights, not gradients: Adam and the loss's top-k point choice amplify rounding
         rel = float((sb[k] - sa[k]).norm() / sa[k].norm())
-        assert rel <= RUN_WEIGHT_RTOL, f"trained {k} differs by {rel:.3g} (relative) > {RUN_WEIGHT_RTOL}"
+        assert rel <= RUN_WEIGHT_RTOL, (
+            f"trained {k} differs by {rel:.3g} (relative) > {RUN_WEIGHT_RTOL}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,14 +307,21 @@ def test_separable_erosion_equals_summed_area_table() -> None:
         h, w = (int(v) for v in torch.randint(1, 60, (2,), generator=g))
         d = int(torch.randint(1, 15, (1,), generator=g))
         m = torch.rand(h, w, generator=g) < torch.rand(1, generator=g)
-        assert torch.equal(metrics._erode_square_separable(m, d), metrics._erode_square(m, d)), (h, w, d)
+        assert torch.equal(metrics._erode_square_separable(m, d), metrics._erode_square(m, d)), (
+            h,
+            w,
+            d,
+        )
 
 
 def test_fast_scores_equal_reference_scores() -> None:
     """score_logits with cached gt boundaries == the reference scores, exactly; EvalSet caches them."""
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(4, 1, 16, 16, generator=g) * 3
-    gts = [torch.rand(int(s), int(t), generator=g) > 0.6 for s, t in torch.randint(20, 90, (4, 2), generator=g)]
+    gts = [
+        torch.rand(int(s), int(t), generator=g) > 0.6
+        for s, t in torch.randint(20, 90, (4, 2), generator=g)
+    ]
     with metrics.reference_metrics():
         ref = metrics.score_logits(logits, gts)
     es = EvalSet("x", 0, list(range(4)), torch.zeros(4, 4), gts)
@@ -280,7 +351,9 @@ def test_sam_adapter_stem_memo_keeps_features_and_gradients(model: SamModel) -> 
     assert s._stem_frozen
     with torch.no_grad():
         for p in s.adapter_parameters():
-            p.add_(torch.randn_like(p) * 0.01)  # adapters that act (their last layer starts at zero)
+            p.add_(
+                torch.randn_like(p) * 0.01
+            )  # adapters that act (their last layer starts at zero)
     x = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(2)) * 255
     memo = s.stem_memo
 
@@ -289,7 +362,9 @@ def test_sam_adapter_stem_memo_keeps_features_and_gradients(model: SamModel) -> 
         with reference_path("stem", enabled=ref):
             emb, interm = s.encode(images)
             (emb.square().mean() + interm.abs().mean()).backward()
-        return (emb.detach(), interm.detach()), {n: p.grad.clone() for n, p in s.named_parameters() if p.grad is not None}
+        return (emb.detach(), interm.detach()), {
+            n: p.grad.clone() for n, p in s.named_parameters() if p.grad is not None
+        }
 
     ref_out, ref_grads = run(True, x)
     assert memo.hits == memo.misses == 0  # the reference path does not touch the memo

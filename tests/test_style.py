@@ -1,4 +1,5 @@
 """Style: ruff's linter and formatter (configured in pyproject.toml) pass on the whole tree."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,13 +19,16 @@ def _ruff() -> str:
 
 
 def test_ruff_lint() -> None:
-    out = subprocess.run([_ruff(), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [_ruff(), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
 def test_ruff_format() -> None:
-    out = subprocess.run([_ruff(), "format", "--check", "--no-cache", "."], cwd=REPO, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [_ruff(), "format", "--check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 0, "run `ruff format .`:\n" + out.stdout[-4000:] + out.stderr[-2000:]
 
 

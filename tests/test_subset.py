@@ -1,4 +1,5 @@
 """data.tasks: a run over some of the task slots (the demo profile runs four)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,16 +16,18 @@ SUBSET = ["Polyp", "BSData", "CAMO", "RSDD_I"]
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_benchmark(tmp_path_factory.mktemp("subset") / "bench", n_train=2, n_test=1, n_probe=1,
-                                    size=48)
+    return make_synthetic_benchmark(
+        tmp_path_factory.mktemp("subset") / "bench", n_train=2, n_test=1, n_probe=1, size=48
+    )
 
 
 def test_named_orders_are_taken_over_the_subset(root: Path) -> None:
     paper = build_benchmark(root, order="paper", domains=SUBSET)
     assert list(paper.order) == ["BSData", "RSDD_I", "CAMO", "Polyp"]
     assert [t.task_id for t in paper.tasks] == [0, 1, 6, 7]  # ids stay the domains' own
-    assert list(build_benchmark(root, order="reverse", domains=SUBSET).order) == \
-        [n for n in REVERSE_ORDER if n in SUBSET]
+    assert list(build_benchmark(root, order="reverse", domains=SUBSET).order) == [
+        n for n in REVERSE_ORDER if n in SUBSET
+    ]
     for seed in (0, 1, 2):
         shuffled = build_benchmark(root, order="shuffled", seed=seed, domains=SUBSET).order
         assert list(shuffled) == [n for n in resolve_order("shuffled", seed) if n in SUBSET]
@@ -32,7 +35,10 @@ def test_named_orders_are_taken_over_the_subset(root: Path) -> None:
 
 
 def test_an_explicit_order_outside_the_subset_is_refused(root: Path) -> None:
-    assert list(build_benchmark(root, order="CAMO,BSData", domains=SUBSET).order) == ["CAMO", "BSData"]
+    assert list(build_benchmark(root, order="CAMO,BSData", domains=SUBSET).order) == [
+        "CAMO",
+        "BSData",
+    ]
     with pytest.raises(ConfigError, match="MVTec_I.*data.tasks"):
         build_benchmark(root, order=["CAMO", "MVTec_I"], domains=SUBSET)
     with pytest.raises(ConfigError, match="unknown"):
@@ -42,6 +48,8 @@ def test_an_explicit_order_outside_the_subset_is_refused(root: Path) -> None:
 def test_config_key_reaches_the_run(root: Path, tmp_path: Path) -> None:
     from cosam.engine import _benchmark
 
-    cfg = make_config("smoke", {"data": {"root": str(root), "tasks": ["polyp", "bsdata"]},
-                                "results_dir": str(tmp_path)})
+    cfg = make_config(
+        "smoke",
+        {"data": {"root": str(root), "tasks": ["polyp", "bsdata"]}, "results_dir": str(tmp_path)},
+    )
     assert list(_benchmark(cfg).order) == ["BSData", "Polyp"]

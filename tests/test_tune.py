@@ -4,6 +4,7 @@ Smoke profile, 2 tasks (BSData, CAMO), 4 train and 2 validation images per task,
 grid point is a run of about 2 s. The data loading is instrumented: during tuning no test-split
 file is listed or opened, training sees only train pairs and evaluation only validation pairs.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -25,8 +26,18 @@ from cosam.data.synthetic import make_synthetic_benchmark
 from cosam.errors import ConfigError, DataError
 from cosam.tune import TuneSpec, choose, parse_grid, run_tune
 
-COMMON = ["--profile", "smoke", "--order", "BSData,CAMO", "--set", "data.train_cap=4", "--set", "data.val_cap=2",
-          "--set", "train.epochs=1"]
+COMMON = [
+    "--profile",
+    "smoke",
+    "--order",
+    "BSData,CAMO",
+    "--set",
+    "data.train_cap=4",
+    "--set",
+    "data.val_cap=2",
+    "--set",
+    "train.epochs=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +45,16 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def test_validation_split_is_carved_from_train_and_keeps_capped_training_sets(tmp_path: Path) -> None:
+def test_validation_split_is_carved_from_train_and_keeps_capped_training_sets(
+    tmp_path: Path,
+) -> None:
     root = make_synthetic_benchmark(tmp_path / "data", n_train=12, n_test=4, n_probe=2, size=32)
     plain = build_benchmark(root, order=["BSData", "CAMO"], train_cap=4)
     held = build_benchmark(root, order=["BSData", "CAMO"], train_cap=4, val_cap=3)
     for a, b in zip(plain.tasks, held.tasks):
-        assert len(b.val) == 3 and all(s.split == "val" and "/train/" in str(s.image) for s in b.val)
+        assert len(b.val) == 3 and all(
+            s.split == "val" and "/train/" in str(s.image) for s in b.val
+        )
         assert not {s.name for s in b.val} & {s.name for s in b.train}  # disjoint
         assert a.train == b.train and a.test == b.test  # the capped training set is unchanged
     uncapped = build_benchmark(root, order=["BSData"], val_cap=3)
@@ -54,9 +69,16 @@ def test_validation_split_is_carved_from_train_and_keeps_capped_training_sets(tm
 
 
 def test_parse_grid_and_choose() -> None:
-    assert parse_grid(["train.lr=1e-4,1e-3", "train.epochs=4"]) == {"train.lr": [1e-4, 1e-3], "train.epochs": [4]}
-    for bad, message in ((["train.lr"], "must look like"), (["eval.split=val,test"], "set by the tuning itself"),
-                         (["train.lr=1e-4", "train.lr=1e-3"], "given twice"), ([], "needs a grid")):
+    assert parse_grid(["train.lr=1e-4,1e-3", "train.epochs=4"]) == {
+        "train.lr": [1e-4, 1e-3],
+        "train.epochs": [4],
+    }
+    for bad, message in (
+        (["train.lr"], "must look like"),
+        (["eval.split=val,test"], "set by the tuning itself"),
+        (["train.lr=1e-4", "train.lr=1e-3"], "given twice"),
+        ([], "needs a grid"),
+    ):
         with pytest.raises(ConfigError, match=message):
             parse_grid(bad)
     rows = [{"s": 0.2}, {"s": math.nan}, {"s": 0.5}, {"s": 0.5}]
@@ -65,23 +87,46 @@ def test_parse_grid_and_choose() -> None:
         choose([{"s": math.nan}], "s")
 
 
-def test_tune_writes_grid_scores_and_the_argmax(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_tune_writes_grid_scores_and_the_argmax(
+    cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     # lr 1e-3 wrecks the random-weight smoke model; 1e-7 leaves it near its zero-shot IoU
-    argv = ["tune", "--method", "sequential", "--grid", "train.lr=1e-3,1e-7", *COMMON,
-            "--results-dir", str(tmp_path), "--set", f"cache_dir={cache}"]
+    argv = [
+        "tune",
+        "--method",
+        "sequential",
+        "--grid",
+        "train.lr=1e-3,1e-7",
+        *COMMON,
+        "--results-dir",
+        str(tmp_path),
+        "--set",
+        f"cache_dir={cache}",
+    ]
     assert main(argv) == 0
     out = tmp_path / "smoke" / "tune" / "sequential"
     record = json.loads((out / "tune.json").read_text())
     scores = [p["last_iou"] for p in record["points"]]
     assert record["grid"] == {"train.lr": [1e-3, 1e-7]} and record["criterion"] == "last_iou"
-    assert record["split"] == "val" and record["val_cap"] == 2 and record["order"] == ["BSData", "CAMO"]
+    assert (
+        record["split"] == "val"
+        and record["val_cap"] == 2
+        and record["order"] == ["BSData", "CAMO"]
+    )
     assert scores[1] > scores[0]
     assert record["choice"] == {"train.lr": 1e-7} and record["choice_score"] == max(scores)
     with open(out / "tune.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["train.lr"] for r in rows] == ["0.001", "1e-07"] and [r["chosen"] for r in rows] == ["False", "True"]
-    for point in record["points"]:  # ordinary run folders measured on validation: tasks only, no probe
-        run_dir = out / Path(point["run_dir"]).name  # recorded portably: the folder's name outside the repo
+    assert [r["train.lr"] for r in rows] == ["0.001", "1e-07"] and [r["chosen"] for r in rows] == [
+        "False",
+        "True",
+    ]
+    for point in record[
+        "points"
+    ]:  # ordinary run folders measured on validation: tasks only, no probe
+        run_dir = (
+            out / Path(point["run_dir"]).name
+        )  # recorded portably: the folder's name outside the repo
         meta = json.loads((run_dir / "config.json").read_text())
         assert run_dir.parent == out and meta["config"]["eval"]["split"] == "val"
         mat = json.loads((run_dir / "matrix.json").read_text())
@@ -89,7 +134,10 @@ def test_tune_writes_grid_scores_and_the_argmax(cache: Path, tmp_path: Path, cap
         assert [r["n_test"] for r in meta["resolved"]["benchmark"]] == [0, 0]
     assert "choice (last_iou on validation): train.lr=1e-07" in capsys.readouterr().out
     # a second tuning reuses the finished points
-    assert main(argv) == 0 and json.loads((out / "tune.json").read_text())["points"] == record["points"]
+    assert (
+        main(argv) == 0
+        and json.loads((out / "tune.json").read_text())["points"] == record["points"]
+    )
 
 
 @pytest.fixture
@@ -131,11 +179,21 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, List[Any]]]:
     yield log
 
 
-def test_tuning_never_reads_the_test_split(cache: Path, tmp_path: Path, reads: Dict[str, List[Any]]) -> None:
+def test_tuning_never_reads_the_test_split(
+    cache: Path, tmp_path: Path, reads: Dict[str, List[Any]]
+) -> None:
     data = make_synthetic_benchmark(tmp_path / "data", n_train=12, n_test=4, n_probe=2, size=48)
-    spec = TuneSpec("smoke", "sequential", {"train.lr": [1e-4, 1e-3]},
-                    {"results_dir": str(tmp_path / "runs"), "cache_dir": str(cache), "data": {"root": str(data)}},
-                    ["data.order=BSData,CAMO", "data.train_cap=4", "data.val_cap=2", "train.epochs=1"])
+    spec = TuneSpec(
+        "smoke",
+        "sequential",
+        {"train.lr": [1e-4, 1e-3]},
+        {
+            "results_dir": str(tmp_path / "runs"),
+            "cache_dir": str(cache),
+            "data": {"root": str(data)},
+        },
+        ["data.order=BSData,CAMO", "data.train_cap=4", "data.val_cap=2", "train.epochs=1"],
+    )
     reads["opened"].clear()
     run_tune(spec, echo=lambda _: None)
     opened = [p for p in reads["opened"] if p.startswith(str(data))]
@@ -148,9 +206,23 @@ def test_tuning_never_reads_the_test_split(cache: Path, tmp_path: Path, reads: D
     # the same instrumentation does see the test split of an ordinary run (so it can fail)
     for key in reads:
         reads[key].clear()
-    cfg = make_config("smoke", {"results_dir": str(tmp_path / "runs"), "cache_dir": str(cache), "run_name": "on-test",
-                                "data": {"root": str(data), "order": ["BSData", "CAMO"], "train_cap": 4, "val_cap": 2,
-                                         "test_cap": 2, "probe_cap": 2}, "train": {"epochs": 1}})
+    cfg = make_config(
+        "smoke",
+        {
+            "results_dir": str(tmp_path / "runs"),
+            "cache_dir": str(cache),
+            "run_name": "on-test",
+            "data": {
+                "root": str(data),
+                "order": ["BSData", "CAMO"],
+                "train_cap": 4,
+                "val_cap": 2,
+                "test_cap": 2,
+                "probe_cap": 2,
+            },
+            "train": {"epochs": 1},
+        },
+    )
     engine.run(cfg, ctx=engine.Context())
     assert any("/test/" in p for p in reads["opened"]) and "test" in reads["listed"]
     assert set(reads["evaluated"]) == {"test"} and set(reads["trained"]) == {"train"}

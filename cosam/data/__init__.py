@@ -1,4 +1,5 @@
 """Data: domain registry, folder reader, task orders, transforms, prompt simulation, synthetic data."""
+
 from cosam.data.benchmark import SYNTHETIC_MARKER, Benchmark, Task, build_benchmark, cap_samples
 from cosam.data.domains import (
     LAYOUTS,
@@ -53,5 +54,6 @@ __all__ = [
     "make_synthetic_benchmark",
     "noisy_mask",
     "resize_eval",
+    "resolve_order",
     "sample_points",
 ]

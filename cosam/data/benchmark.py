@@ -1,4 +1,5 @@
 """Build a benchmark: the task sequence with its file lists, plus the natural-image probe."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cosam.data.custom import is_layout_file, load_custom_layout
+from cosam.data.custom import data_root_for, is_layout_file, load_custom_layout
 from cosam.data.domains import LAYOUTS, PROBE, PROBE_TASK_ID, TASK_IDS, DomainSpec, resolve_order
-from cosam.data.reader import SamplePath, check_root, list_samples
+from cosam.data.reader import SamplePath, check_root, folder_problem, list_samples
 from cosam.errors import ConfigError, DataError
 
 LOGGER = logging.getLogger(__name__)
@@ -71,23 +72,31 @@ class Benchmark:
         """One row per task in order, then the probe: name, task_id, n_train, n_val, n_test."""
         rows = list(self.tasks) + ([self.probe] if self.probe is not None else [])
         return [
-            {"name": t.name, "task_id": t.task_id, "n_train": len(t.train), "n_val": len(t.val),
-             "n_test": len(t.test)}
+            {
+                "name": t.name,
+                "task_id": t.task_id,
+                "n_train": len(t.train),
+                "n_val": len(t.val),
+                "n_test": len(t.test),
+            }
             for t in rows
         ]
 
 
 def _check_cap(value: int | None, key: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"{key}={value!r} is invalid; expected a positive integer or None (no cap)")
+        raise ConfigError(
+            f"{key}={value!r} is invalid; expected a positive integer or None (no cap)"
+        )
 
 
 def _rank(sample: SamplePath) -> str:
     return hashlib.sha1(f"{sample.domain}/{sample.name}".encode()).hexdigest()
 
 
-def split_validation(samples: Sequence[SamplePath], val_cap: int | None) -> tuple[tuple[SamplePath, ...],
-                                                                                   tuple[SamplePath, ...]]:
+def split_validation(
+    samples: Sequence[SamplePath], val_cap: int | None
+) -> tuple[tuple[SamplePath, ...], tuple[SamplePath, ...]]:
     """Carve a validation set from a train split: the LAST val_cap pairs of the sha1 ranking.
 
     The ranking is the one cap_samples uses, so cap_samples(pool, train_cap) keeps the same
@@ -115,7 +124,11 @@ def split_validation(samples: Sequence[SamplePath], val_cap: int | None) -> tupl
             f"data.val_cap={val_cap} holds out every one of the {len(ranked)} training pairs of domain {domain!r}; "
             f"fix: set data.val_cap below {len(ranked)}"
         )
-    val = tuple(sorted((dataclasses.replace(s, split="val") for s in ranked[-val_cap:]), key=lambda s: s.name))
+    val = tuple(
+        sorted(
+            (dataclasses.replace(s, split="val") for s in ranked[-val_cap:]), key=lambda s: s.name
+        )
+    )
     return tuple(ranked[:-val_cap]), val
 
 
@@ -141,9 +154,10 @@ def cap_samples(samples: Sequence[SamplePath], cap: int | None) -> tuple[SampleP
 
 def _check_domain_folder(root: Path, spec: DomainSpec, layout: str) -> None:
     folder = spec.folder
-    if folder and not (root / folder).is_dir():
+    problem = folder_problem(root / folder) if folder else None
+    if problem is not None:
         raise DataError(
-            f"folder {root / folder} of domain {spec.name!r} ({spec.source}) does not exist; "
+            f"folder {root / folder} of domain {spec.name!r} ({spec.source}) {problem}; "
             f"expected it under the data root {root} for layout {layout!r}; fix: add the folder, "
             f"point data.root / COSAM_DATA at the benchmark folder, or choose the matching data.layout"
         )
@@ -192,14 +206,21 @@ def build_benchmark(
     """
     for value, key in ((train_cap, "train_cap"), (test_cap, "test_cap"), (probe_cap, "probe_cap")):
         _check_cap(value, key)
-    if val_cap is not None and (isinstance(val_cap, bool) or not isinstance(val_cap, int) or val_cap < 0):
-        raise ConfigError(f"val_cap={val_cap!r} is invalid; expected a non-negative integer (0: no validation split)")
+    if val_cap is not None and (
+        isinstance(val_cap, bool) or not isinstance(val_cap, int) or val_cap < 0
+    ):
+        raise ConfigError(
+            f"val_cap={val_cap!r} is invalid; expected a non-negative integer (0: no validation split)"
+        )
     if eval_split not in ("test", "val"):
         raise ConfigError(f"eval_split={eval_split!r} is invalid; valid: test, val")
     if eval_split == "val" and not val_cap:
-        raise ConfigError("eval.split=val needs a validation split; fix: set data.val_cap to a positive integer")
+        raise ConfigError(
+            "eval.split=val needs a validation split; fix: set data.val_cap to a positive integer"
+        )
     if is_layout_file(layout):
         custom = load_custom_layout(Path(layout))
+        root = data_root_for(custom, Path(root))  # the file's own root, if it sets one
         specs, universe, probe_name = custom.specs, custom.tasks, custom.probe
         task_ids = {n: i for i, n in enumerate(universe)}
         names = resolve_order(order, seed, universe=universe, probe=probe_name)
@@ -212,12 +233,22 @@ def build_benchmark(
         names = resolve_order(order, seed)
     if domains is not None:
         universe_names = list(universe) if is_layout_file(layout) else list(specs)
-        keep = resolve_order(list(domains), seed, universe=[n for n in universe_names if n != probe_name],
-                             probe=probe_name)
-        outside = [n for n in names if n not in keep] if not isinstance(order, str) or "," in order else []
+        keep = resolve_order(
+            list(domains),
+            seed,
+            universe=[n for n in universe_names if n != probe_name],
+            probe=probe_name,
+        )
+        outside = (
+            [n for n in names if n not in keep]
+            if not isinstance(order, str) or "," in order
+            else []
+        )
         if outside:
-            raise ConfigError(f"data.order names {', '.join(outside)}, which data.tasks={list(domains)} leaves out; "
-                              f"fix: add them to data.tasks or drop them from the order")
+            raise ConfigError(
+                f"data.order names {', '.join(outside)}, which data.tasks={list(domains)} leaves out; "
+                f"fix: add them to data.tasks or drop them from the order"
+            )
         names = [n for n in names if n in keep]
     root = check_root(root)
 
@@ -226,17 +257,28 @@ def build_benchmark(
         spec = specs[name]
         _check_domain_folder(root, spec, layout)
         if spec.train is None:
-            raise ConfigError(f"domain {name!r} of layout {layout!r} has no training split and cannot be a task")
+            raise ConfigError(
+                f"domain {name!r} of layout {layout!r} has no training split and cannot be a task"
+            )
         pool, val = split_validation(list_samples(root, spec.train, name, "train"), val_cap)
         test = list_samples(root, spec.test, name, "test") if eval_split == "test" else []
-        tasks.append(Task(name, task_ids[name], cap_samples(pool, train_cap), cap_samples(test, test_cap), val))
+        tasks.append(
+            Task(
+                name, task_ids[name], cap_samples(pool, train_cap), cap_samples(test, test_cap), val
+            )
+        )
 
     probe: Task | None = None
     if include_probe and probe_name is not None and eval_split == "test":
         spec = specs[probe_name]
         _check_domain_folder(root, spec, layout)
         test = list_samples(root, spec.test, probe_name, "test")
-        probe = Task(probe_name, len(task_ids) if probe_name != PROBE else PROBE_TASK_ID, (), cap_samples(test, probe_cap))
+        probe = Task(
+            probe_name,
+            len(task_ids) if probe_name != PROBE else PROBE_TASK_ID,
+            (),
+            cap_samples(test, probe_cap),
+        )
 
     bench = Benchmark(
         root=root,
@@ -249,7 +291,11 @@ def build_benchmark(
     )
     LOGGER.info(
         "benchmark %s (layout %s%s): train/val/test %s",
-        root, layout, ", synthetic" if bench.synthetic else "",
-        "; ".join(f"{r['name']} {r['n_train']}/{r['n_val']}/{r['n_test']}" for r in bench.summary()),
+        root,
+        layout,
+        ", synthetic" if bench.synthetic else "",
+        "; ".join(
+            f"{r['name']} {r['n_train']}/{r['n_val']}/{r['n_test']}" for r in bench.summary()
+        ),
     )
     return bench

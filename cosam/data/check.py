@@ -1,8 +1,10 @@
-"""``python -m cosam check-data ROOT``: read every pair of a benchmark folder and report problems.
+"""``python -m cosam check-data ROOT [--layout NAME_OR_YAML]``: read every pair of a benchmark folder
+(built-in layout or a user's YAML domain list) and report problems.
 
 Unlike :func:`cosam.data.build_benchmark`, which stops at the first problem, the check visits every
 domain, split and file, and lists each problem on one line that names the file or folder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,8 +12,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cosam.data.benchmark import SYNTHETIC_MARKER
+from cosam.data.custom import data_root_for, is_layout_file, load_custom_layout
 from cosam.data.domains import LAYOUTS
-from cosam.data.reader import list_samples, load_pair
+from cosam.data.reader import folder_problem, list_samples, load_pair
 from cosam.errors import ConfigError, DataError
 
 
@@ -48,13 +51,25 @@ class CheckReport:
 
     def text(self) -> str:
         """A readable report: a SYNTHETIC / real line, a table, then the problems."""
-        kind = ("SYNTHETIC benchmark (generated data, SYNTHETIC.md present): results on it are not real"
-                if self.synthetic else "real data (not generated)")
+        kind = (
+            "SYNTHETIC benchmark (generated data, SYNTHETIC.md present): results on it are not real"
+            if self.synthetic
+            else "real data (not generated)"
+        )
         lines = [f"{self.root}: {kind}; layout {self.layout}"]
         head = ("slot", "domain", "split", "n", "read", "min WxH", "max WxH", "fg mean", "problems")
         table = [head] + [
-            (r["slot"], r["domain"], r["split"], str(r["n"]), str(r["n_ok"]), r["min_size"] or "-",
-             r["max_size"] or "-", "-" if r["fg_mean"] is None else f"{r['fg_mean']:.4f}", str(r["problems"]))
+            (
+                r["slot"],
+                r["domain"],
+                r["split"],
+                str(r["n"]),
+                str(r["n_ok"]),
+                r["min_size"] or "-",
+                r["max_size"] or "-",
+                "-" if r["fg_mean"] is None else f"{r['fg_mean']:.4f}",
+                str(r["problems"]),
+            )
             for r in self.rows
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(head))]
@@ -66,14 +81,30 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _check_split(root: Path, spec: Any, slot: str, domain: str, split: str, allow_nonbinary: bool,
-                 problems: list[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"domain": domain, "slot": slot, "split": split, "n": 0, "n_ok": 0,
-                           "min_size": None, "max_size": None, "fg_mean": None, "problems": 0}
+def _check_split(
+    root: Path,
+    spec: Any,
+    slot: str,
+    domain: str,
+    split: str,
+    allow_nonbinary: bool,
+    problems: list[str],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "domain": domain,
+        "slot": slot,
+        "split": split,
+        "n": 0,
+        "n_ok": 0,
+        "min_size": None,
+        "max_size": None,
+        "fg_mean": None,
+        "problems": 0,
+    }
     start = len(problems)
     try:
         samples = list_samples(root, spec, slot, split)
-    except DataError as exc:
+    except (DataError, OSError) as exc:
         problems.append(f"{slot}/{split}: {_one_line(exc)}")
         row["problems"] = 1
         return row
@@ -82,7 +113,7 @@ def _check_split(root: Path, spec: Any, slot: str, domain: str, split: str, allo
     for sample in samples:
         try:
             image, mask = load_pair(sample, allow_nonbinary=allow_nonbinary)
-        except DataError as exc:
+        except (DataError, OSError) as exc:
             problems.append(f"{slot}/{split}: {_one_line(exc)}")
             continue
         hs.append(image.shape[0])
@@ -97,30 +128,78 @@ def _check_split(root: Path, spec: Any, slot: str, domain: str, split: str, allo
     return row
 
 
-def check_data(root: Path, layout: str = "cosam-mini", allow_nonbinary: bool = False) -> CheckReport:
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def check_data(
+    root: Optional[Path], layout: str = "cosam-mini", allow_nonbinary: bool = False
+) -> CheckReport:
     """Check every domain and split of ``layout`` under ``root``; never stops at the first problem.
 
+    Arguments:
+      root: the data root; None only for a layout file that sets its own ``root``.
+      layout: a built-in layout name or the path of a YAML/JSON domain list (cosam.data.custom),
+        whose folders are absolute or relative to the data root.
+      allow_nonbinary: accept (and binarise) masks with more than two values.
+
     Raises:
-      ConfigError: unknown layout (the only error not turned into a reported problem).
+      ConfigError: unknown layout, an unreadable or invalid layout file, or no data root (the only
+        errors not turned into reported problems).
     """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown data layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    if is_layout_file(layout):
+        custom = load_custom_layout(Path(layout))
+        root = data_root_for(custom, Path(root) if root is not None else None)
+        names = list(custom.tasks) + ([custom.probe] if custom.probe is not None else [])
+        specs: dict[str, Any] = {n: custom.specs[n] for n in names}
+    elif layout in LAYOUTS:
+        specs = LAYOUTS[layout]
+    else:
+        raise ConfigError(
+            f"unknown data layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}, "
+            f"or the path of a .yaml/.yml/.json domain list"
+        )
+    if root is None:
+        raise ConfigError(
+            "no data root to check: give the data folder (check-data ROOT)"
+            + (f" or a 'root' entry in {layout}" if is_layout_file(layout) else "")
+        )
     root = Path(root)
-    report = CheckReport(root, layout, (root / SYNTHETIC_MARKER).is_file())
-    if not root.is_dir():
-        report.problems.append(f"data root {root} does not exist or is not a folder")
+    report = CheckReport(root, layout, _is_file(root / SYNTHETIC_MARKER))
+    problem = folder_problem(root)
+    if problem is not None:
+        report.problems.append(f"data root {root} {problem}")
         return report
-    for slot, spec in LAYOUTS[layout].items():
+    for slot, spec in specs.items():
         domain = spec.folder or slot
         splits: list[tuple[str, Optional[Any]]] = [("train", spec.train), ("test", spec.test)]
-        if spec.folder and not (root / spec.folder).is_dir():
-            report.problems.append(f"{slot}: domain folder {root / spec.folder} does not exist ({spec.source})")
+        problem = folder_problem(root / spec.folder) if spec.folder else None
+        if problem is not None:
+            report.problems.append(
+                f"{slot}: domain folder {root / spec.folder} {problem} ({spec.source})"
+            )
             for split, s in splits:
                 if s is not None:
-                    report.rows.append({"domain": domain, "slot": slot, "split": split, "n": 0, "n_ok": 0,
-                                        "min_size": None, "max_size": None, "fg_mean": None, "problems": 1})
+                    report.rows.append(
+                        {
+                            "domain": domain,
+                            "slot": slot,
+                            "split": split,
+                            "n": 0,
+                            "n_ok": 0,
+                            "min_size": None,
+                            "max_size": None,
+                            "fg_mean": None,
+                            "problems": 1,
+                        }
+                    )
             continue
         for split, s in splits:
             if s is not None:
-                report.rows.append(_check_split(root, s, slot, domain, split, allow_nonbinary, report.problems))
+                report.rows.append(
+                    _check_split(root, s, slot, domain, split, allow_nonbinary, report.problems)
+                )
     return report

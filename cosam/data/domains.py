@@ -1,4 +1,5 @@
 """Domain registry: the eight CoSAM task slots, the COCO probe, folder layouts and task orders."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,7 +12,14 @@ from cosam.errors import ConfigError
 
 # The eight task slots in the paper's order (figures/datasets_demo.png, dataset_info.py:314-316).
 PAPER_ORDER: tuple[str, ...] = (
-    "BSData", "RSDD_I", "RSDD_II", "MVTec_I", "MVTec_II", "MVTec_III", "CAMO", "Polyp",
+    "BSData",
+    "RSDD_I",
+    "RSDD_II",
+    "MVTec_I",
+    "MVTec_II",
+    "MVTec_III",
+    "CAMO",
+    "Polyp",
 )
 PROBE: str = "COCO"
 
@@ -24,7 +32,14 @@ PROBE_TASK_ID: int = len(PAPER_ORDER)
 # The reference's "reverse" order (dataset_info.py:318-329). It is NOT a strict reverse of
 # PAPER_ORDER: the three MVTec groups and the two RSDD types keep their internal order.
 REVERSE_ORDER: tuple[str, ...] = (
-    "Polyp", "CAMO", "MVTec_I", "MVTec_II", "MVTec_III", "RSDD_I", "RSDD_II", "BSData",
+    "Polyp",
+    "CAMO",
+    "MVTec_I",
+    "MVTec_II",
+    "MVTec_III",
+    "RSDD_I",
+    "RSDD_II",
+    "BSData",
 )
 
 NAMED_ORDERS: tuple[str, ...] = ("paper", "reverse", "shuffled")
@@ -69,19 +84,38 @@ def _side_by_side(name: str, folder: str, train: str, test: str, source: str) ->
 _COSAM_MINI: dict[str, DomainSpec] = {
     d.name: d
     for d in (
-        _mini("BSData", "bsdata", "BSData ball-screw-drive pitting (the paper's dataset, real subset)"),
+        _mini(
+            "BSData", "bsdata", "BSData ball-screw-drive pitting (the paper's dataset, real subset)"
+        ),
         _mini("RSDD_I", "crackforest", "CrackForest road cracks (substitute for RSDDs Type-I)"),
         _mini("RSDD_II", "neu_seg", "NEU-Seg steel-strip defects (substitute for RSDDs Type-II)"),
-        _mini("MVTec_I", "piped", "PIPED paper impurities, a texture, CC BY 4.0 (substitute for MVTec group 1)"),
         _mini(
-            "MVTec_II", "mvtec_loco_juice_bottle",
+            "MVTec_I",
+            "piped",
+            "PIPED paper impurities, a texture, CC BY 4.0 (substitute for MVTec group 1)",
+        ),
+        _mini(
+            "MVTec_II",
+            "mvtec_loco_juice_bottle",
             "MVTec LOCO AD juice_bottle logical anomalies (MVTec-family stand-in for MVTec group 2)",
         ),
-        _mini("MVTec_III", "mtd_b", "magnetic-tile defects Break/Uneven (substitute for MVTec group 3)"),
-        _mini("CAMO", "ecssd", "ECSSD salient objects (substitute for CAMO: salient, not camouflaged)"),
-        _mini("Polyp", "polyp", "CVC-ClinicDB + 5 Kvasir-SEG test pairs (the paper used Kvasir-SEG)"),
-        _mini(PROBE, "natural_coco", "COCO 2017 coco128-seg, largest instance per image (probe, test only)",
-              has_train=False),
+        _mini(
+            "MVTec_III",
+            "mtd_b",
+            "magnetic-tile defects Break/Uneven (substitute for MVTec group 3)",
+        ),
+        _mini(
+            "CAMO", "ecssd", "ECSSD salient objects (substitute for CAMO: salient, not camouflaged)"
+        ),
+        _mini(
+            "Polyp", "polyp", "CVC-ClinicDB + 5 Kvasir-SEG test pairs (the paper used Kvasir-SEG)"
+        ),
+        _mini(
+            PROBE,
+            "natural_coco",
+            "COCO 2017 coco128-seg, largest instance per image (probe, test only)",
+            has_train=False,
+        ),
     )
 }
 
@@ -90,23 +124,52 @@ _COSAM_MINI: dict[str, DomainSpec] = {
 # selectable (data.layout="cosam-mini-mtd") so that runs made before 2026-12-02 can be reproduced.
 _COSAM_MINI_MTD: dict[str, DomainSpec] = {
     **_COSAM_MINI,
-    "MVTec_I": _mini("MVTec_I", "mtd_a", "magnetic-tile defects Blowhole/Crack/Fray (substitute for MVTec group 1)"),
+    "MVTec_I": _mini(
+        "MVTec_I",
+        "mtd_a",
+        "magnetic-tile defects Blowhole/Crack/Fray (substitute for MVTec group 1)",
+    ),
 }
 
 _COSAM_ORIGINAL: dict[str, DomainSpec] = {
     d.name: d
     for d in (
         _side_by_side("BSData", "BSData-main", "my_train", "my_test", "BSData (authors' archive)"),
-        _side_by_side("RSDD_I", "RSDDs/Type-I RSDDs dataset", "my_train", "my_test",
-                      "RSDDs Type-I express rail (authors' archive)"),
-        _side_by_side("RSDD_II", "RSDDs/Type-II RSDDs dataset", "my_train", "my_test",
-                      "RSDDs Type-II common/heavy rail (authors' archive)"),
-        _side_by_side("MVTec_I", "mvtec_groups/group1", "new_train", "new_test",
-                      "MVTec AD group 1 (authors' archive)"),
-        _side_by_side("MVTec_II", "mvtec_groups/group2", "new_train", "new_test",
-                      "MVTec AD group 2 (authors' archive)"),
-        _side_by_side("MVTec_III", "mvtec_groups/group3", "new_train", "new_test",
-                      "MVTec AD group 3 (authors' archive)"),
+        _side_by_side(
+            "RSDD_I",
+            "RSDDs/Type-I RSDDs dataset",
+            "my_train",
+            "my_test",
+            "RSDDs Type-I express rail (authors' archive)",
+        ),
+        _side_by_side(
+            "RSDD_II",
+            "RSDDs/Type-II RSDDs dataset",
+            "my_train",
+            "my_test",
+            "RSDDs Type-II common/heavy rail (authors' archive)",
+        ),
+        _side_by_side(
+            "MVTec_I",
+            "mvtec_groups/group1",
+            "new_train",
+            "new_test",
+            "MVTec AD group 1 (authors' archive)",
+        ),
+        _side_by_side(
+            "MVTec_II",
+            "mvtec_groups/group2",
+            "new_train",
+            "new_test",
+            "MVTec AD group 2 (authors' archive)",
+        ),
+        _side_by_side(
+            "MVTec_III",
+            "mvtec_groups/group3",
+            "new_train",
+            "new_test",
+            "MVTec AD group 3 (authors' archive)",
+        ),
         DomainSpec(
             "CAMO",
             SplitSpec("Camouflage/Images/Train", "Camouflage/GT", (".jpg",), ".png"),
@@ -117,7 +180,9 @@ _COSAM_ORIGINAL: dict[str, DomainSpec] = {
         DomainSpec(
             "Polyp",
             SplitSpec("kvasir_polyp/train/images", "kvasir_polyp/train/masks", (".jpg",), ".jpg"),
-            SplitSpec("sessile-main-Kvasir-SEG/images", "sessile-main-Kvasir-SEG/masks", (".jpg",), ".jpg"),
+            SplitSpec(
+                "sessile-main-Kvasir-SEG/images", "sessile-main-Kvasir-SEG/masks", (".jpg",), ".jpg"
+            ),
             "Kvasir-SEG train / Kvasir-Sessile test, JPEG masks (authors' archive)",
         ),
         DomainSpec(
@@ -135,7 +200,7 @@ LAYOUTS: dict[str, dict[str, DomainSpec]] = {
     "cosam-mini": _COSAM_MINI,
     # The same with MVTec_I = mtd_a (magnetic tiles), the mapping of every run before 2026-12-02.
     "cosam-mini-mtd": _COSAM_MINI_MTD,
-    # The authors' Google-Drive archive (reference §1.1, §1.4). Its Polyp masks are JPEG, so
+    # The authors' Google-Drive archive (protocol §1.1, §1.4). Its Polyp masks are JPEG, so
     # reading it needs data.allow_nonbinary_masks=true (load_mask(..., allow_nonbinary=True)).
     "cosam-original": _COSAM_ORIGINAL,
 }
@@ -206,7 +271,9 @@ def resolve_order(
                 f"not a task to train; {_valid_names_text(universe)}"
             )
         if name.lower() not in canonical:
-            raise ConfigError(f"unknown task order or task name {name!r} in order {order!r}; {_valid_names_text(universe)}")
+            raise ConfigError(
+                f"unknown task order or task name {name!r} in order {order!r}; {_valid_names_text(universe)}"
+            )
         resolved.append(canonical[name.lower()])
     duplicates = sorted({n for n in resolved if resolved.count(n) > 1})
     if duplicates:

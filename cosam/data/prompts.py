@@ -1,8 +1,9 @@
-"""Prompt simulation from a label (reference §5): tight box, foreground points, noisy mask.
+"""Prompt simulation from a label (protocol §5): tight box, foreground points, noisy mask.
 
 Labels are float tensors in [0, 1]; foreground is label > 0.5 (the reference's label > 128 on the
 0..255 scale). All randomness comes from the torch.Generator passed in.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -102,8 +103,12 @@ def noisy_mask(label: torch.Tensor, out_size: int, generator: torch.Generator) -
         raise ValueError(f"out_size must be at least {_NOISE_FACTOR}, got {out_size}")
     m = _plane(label).to(torch.float32)[None, None]
     m = F.interpolate(m, size=(out_size, out_size), mode="bilinear", align_corners=False)
-    small = F.interpolate(m, size=(out_size // _NOISE_FACTOR,) * 2, mode="bilinear", align_corners=False)
-    recovered = F.interpolate(small, size=(out_size, out_size), mode="bilinear", align_corners=False)
+    small = F.interpolate(
+        m, size=(out_size // _NOISE_FACTOR,) * 2, mode="bilinear", align_corners=False
+    )
+    recovered = F.interpolate(
+        small, size=(out_size, out_size), mode="bilinear", align_corners=False
+    )
     band = ((m - recovered).abs() >= _INCOHERENT_EPS).to(torch.float32)
     noise = torch.randn(m.shape, generator=generator, dtype=torch.float32)
     return ((m + noise * band) > 0.5).to(torch.float32)[0] * 255.0

@@ -4,9 +4,13 @@ A split is one folder of images and one folder of masks (possibly the same folde
 its mask share a file stem. Every problem with the files raises :class:`cosam.errors.DataError`
 with a message that names the file or folder, what was expected and how to fix it.
 """
+
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,16 +63,61 @@ class SamplePath:
     name: str
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be used as a folder, as a phrase that follows its name, or None.
+
+    Tells apart a missing folder, a broken or looping symbolic link, a file, and a folder (or a
+    parent) that cannot be read for lack of permission.
+    """
+    folder = Path(folder)
+    try:
+        st = folder.stat()  # follows symbolic links
+    except FileNotFoundError:
+        if folder.is_symlink():
+            return f"is a broken symbolic link (its target {os.readlink(folder)} does not exist)"
+        return "does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link that loops (it points, directly or through other links, to itself)"
+        if exc.errno == errno.EACCES:
+            return "cannot be reached: permission denied on a parent folder"
+        if exc.errno == errno.ENOTDIR:
+            return "does not exist (a parent in its path is a file)"
+        return f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is a file, not a folder"
+    try:
+        with os.scandir(folder):
+            pass
+    except PermissionError:
+        return "is not readable (permission denied); fix its permissions, e.g. chmod u+rx"
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror or exc})"
+    return None
+
+
 def check_root(root: Path) -> Path:
-    """Return root as a Path, or raise DataError when the data root is not a folder."""
+    """Return root as a Path, or raise DataError when the data root is not a readable folder."""
     root = Path(root)
-    if not root.is_dir():
+    problem = folder_problem(root)
+    if problem is not None:
         raise DataError(
-            f"data root {root} does not exist or is not a folder; expected the benchmark folder "
+            f"data root {root} {problem}; expected the benchmark folder "
             f"(e.g. cosam-mini with one sub-folder per domain); fix: set COSAM_DATA or data.root "
             f"to the folder that holds the data"
         )
     return root
+
+
+def _list_dir(folder: Path, kind: str, domain: str, split: str) -> list[Path]:
+    """The entries of ``folder``, sorted; an unreadable folder is a DataError that says so."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(
+            f"{kind} folder {folder} of domain {domain!r}, split {split!r} cannot be listed: "
+            f"{exc.strerror or exc}; fix: make it readable (e.g. chmod u+rx {folder})"
+        ) from None
 
 
 def _listed(paths: list[Path]) -> str:
@@ -101,9 +150,14 @@ def list_samples(root: Path, spec: SplitSpec, domain: str, split: str) -> list[S
     image_dir = root / spec.image_dir
     mask_dir = root / spec.mask_dir
     for folder, kind in ((image_dir, "image"), (mask_dir, "mask")):
-        if not folder.is_dir():
+        problem = folder_problem(folder)
+        if problem is not None and problem.startswith("is not readable"):
             raise DataError(
-                f"{kind} folder {folder} of domain {domain!r}, split {split!r} does not exist; "
+                f"{kind} folder {folder} of domain {domain!r}, split {split!r} {problem} {folder}"
+            )
+        if problem is not None:
+            raise DataError(
+                f"{kind} folder {folder} of domain {domain!r}, split {split!r} {problem}; "
                 f"expected it under the data root {root}; fix: put the {split} {kind}s there or "
                 f"point data.root / COSAM_DATA at a folder with this layout"
             )
@@ -113,7 +167,7 @@ def list_samples(root: Path, spec: SplitSpec, domain: str, split: str) -> list[S
     same_folder = image_dir.resolve() == mask_dir.resolve()
 
     images: dict[str, Path] = {}
-    for path in sorted(image_dir.iterdir()):
+    for path in _list_dir(image_dir, "image", domain, split):
         suffix = path.suffix.lower()
         if path.name.startswith(".") or not path.is_file() or suffix not in image_exts:
             continue
@@ -127,11 +181,12 @@ def list_samples(root: Path, spec: SplitSpec, domain: str, split: str) -> list[S
             )
         images[path.stem] = path
 
-    masks: dict[str, Path] = {
-        p.stem: p
-        for p in sorted(mask_dir.iterdir())
-        if not p.name.startswith(".") and p.is_file() and p.suffix.lower() == mask_ext
-    }
+    mask_files = [
+        p
+        for p in _list_dir(mask_dir, "mask", domain, split)
+        if not p.name.startswith(".") and p.is_file()
+    ]
+    masks: dict[str, Path] = {p.stem: p for p in mask_files if p.suffix.lower() == mask_ext}
 
     if not images:
         raise DataError(
@@ -143,6 +198,22 @@ def list_samples(root: Path, spec: SplitSpec, domain: str, split: str) -> list[S
     missing = [images[s] for s in sorted(images) if s not in masks]
     if missing:
         first = missing[0]
+        # a mask saved with another extension (e.g. .jpg) is named, not reported as absent
+        other = {
+            p.stem: p
+            for p in mask_files
+            if p.suffix.lower() != mask_ext and p != images.get(p.stem)
+        }
+        found = [other[p.stem] for p in missing if p.stem in other]
+        if found:
+            raise DataError(
+                f"the mask of image {images[found[0].stem]} (domain {domain!r}, split {split!r}) is {found[0]}, with "
+                f"the extension {found[0].suffix} instead of {spec.mask_ext}: expected "
+                f"{mask_dir / (found[0].stem + spec.mask_ext)}; "
+                f"{len(found)} mask(s) have another extension ({_listed(found)}); masks must be {spec.mask_ext} "
+                f"files (JPEG compression also makes a mask non-binary); fix: re-save them as {spec.mask_ext} with "
+                f"values 0 and 255"
+            )
         raise DataError(
             f"image {first} (domain {domain!r}, split {split!r}) has no mask: expected "
             f"{mask_dir / (first.stem + spec.mask_ext)}; {len(missing)} image(s) lack a mask "
@@ -153,7 +224,11 @@ def list_samples(root: Path, spec: SplitSpec, domain: str, split: str) -> list[S
     if orphans:
         LOGGER.warning(
             "%d mask(s) in %s have no image and are ignored (domain %r, split %r): %s",
-            len(orphans), mask_dir, domain, split, _listed(orphans),
+            len(orphans),
+            mask_dir,
+            domain,
+            split,
+            _listed(orphans),
         )
 
     return [
@@ -185,6 +260,16 @@ def _open_as_uint8(path: Path, kind: str) -> np.ndarray:
             elif mode not in ("L", "LA", "RGB", "RGBA"):
                 img = img.convert("RGB")
             return np.asarray(img, dtype=np.uint8).copy()
+    except PermissionError:
+        raise DataError(
+            f"cannot read {kind} {path}: permission denied; fix: make the file readable (e.g. chmod a+r "
+            f"{path}) or remove this image / mask pair"
+        ) from None
+    except FileNotFoundError:
+        raise DataError(
+            f"{kind} {path} disappeared while the data was read; fix: do not change the data "
+            f"folder during a run"
+        ) from None
     except Exception as exc:  # PIL decoders raise OSError, SyntaxError, ValueError, EOFError ...
         raise DataError(
             f"cannot read {kind} {path}: {type(exc).__name__}: {exc}; expected a complete, readable "

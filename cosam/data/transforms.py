@@ -3,6 +3,7 @@
 All randomness comes from the torch.Generator passed in, so a transform is reproducible from the
 generator's seed and never touches the global RNG.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,9 @@ def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x[None], size=hw, mode="bilinear", align_corners=False, antialias=False)[0]
 
 
-def resize_eval(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_eval(
+    image: np.ndarray, mask: np.ndarray, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation / memory-bank transform: stretch image and label to size x size.
 
     The aspect ratio is not kept, as in the reference (Resize([1024, 1024])).
@@ -119,8 +122,12 @@ def large_scale_jitter(
         if not has_fg or (scaled_lab[0] > 0.5).any():
             break
     else:
-        LOGGER.debug("foreground lost at %d drawn scales of a %dx%d image; keeping its native size",
-                     _SCALE_TRIES, width, height)
+        LOGGER.debug(
+            "foreground lost at %d drawn scales of a %dx%d image; keeping its native size",
+            _SCALE_TRIES,
+            width,
+            height,
+        )
         new_h, new_w, scaled_lab = height, width, lab
     img = _resize(img, (new_h, new_w)) if (new_h, new_w) != (height, width) else img
     lab = scaled_lab
@@ -132,18 +139,18 @@ def large_scale_jitter(
     left = _randint(generator, margin_w)
     if has_fg and (margin_h or margin_w):
         tries = 1
-        while not fg[top:top + crop_h, left:left + crop_w].any() and tries < _CROP_TRIES:
+        while not fg[top : top + crop_h, left : left + crop_w].any() and tries < _CROP_TRIES:
             top, left = _randint(generator, margin_h), _randint(generator, margin_w)
             tries += 1
-        if not fg[top:top + crop_h, left:left + crop_w].any():
+        if not fg[top : top + crop_h, left : left + crop_w].any():
             ys, xs = torch.nonzero(fg, as_tuple=True)
             cy, cx = ys.float().mean(), xs.float().mean()
             k = int(torch.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
             top = _centred_offset(int(ys[k]), crop_h, new_h)
             left = _centred_offset(int(xs[k]), crop_w, new_w)
 
-    img = img[:, top:top + crop_h, left:left + crop_w]
-    lab = lab[:, top:top + crop_h, left:left + crop_w]
+    img = img[:, top : top + crop_h, left : left + crop_w]
+    lab = lab[:, top : top + crop_h, left : left + crop_w]
     pad = [0, size - crop_w, 0, size - crop_h]  # (left, right, top, bottom): pad bottom-right only
     img = F.pad(img, pad, value=IMAGE_PAD_VALUE)
     lab = F.pad(lab, pad, value=LABEL_PAD_VALUE)

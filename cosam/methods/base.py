@@ -14,6 +14,7 @@ and evaluates with ``predict`` under ``torch.no_grad``. A method is a small subc
 its trainable modules in ``__init__``, returns them from ``trainable_parameters`` and overrides
 ``forward_masks`` and whichever hooks it needs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -121,14 +122,22 @@ class Strategy(nn.Module):
         with torch.no_grad():
             return self.model.encode(images)
 
-    def forward_masks(self, emb: Tensor, interm: Tensor, sparse: Tensor, dense: Tensor, task_ids: Tensor) -> Tensor:
+    def forward_masks(
+        self, emb: Tensor, interm: Tensor, sparse: Tensor, dense: Tensor, task_ids: Tensor
+    ) -> Tensor:
         """Mask logits (B,1,4e,4e) for one group of same-kind prompts. Default: SAM's decoder."""
         from ..models.decoder import decode
 
         return decode(self.model.mask_decoder, emb, self.model.image_pe(), sparse, dense).masks
 
-    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
-                samples: Optional[Sequence[Any]] = None) -> Tensor:
+    def predict(
+        self,
+        emb: Tensor,
+        interm: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
         """Mask logits (B,1,4e,4e) for a batch whose prompts may be of mixed kinds.
 
         ``task_ids`` are the images' true domains: methods may use them during training (and for
@@ -137,7 +146,9 @@ class Strategy(nn.Module):
         """
         out: Optional[Tensor] = None
         for idx in group_by_kind(prompts):
-            sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
+            sparse, dense = embed_prompts(
+                self.model.prompt_encoder, [prompts[i] for i in idx], emb.device
+            )
             ix = torch.tensor(idx, device=emb.device)
             logits = self.forward_masks(emb[ix], interm[ix], sparse, dense, task_ids[ix])
             if out is None:
@@ -146,15 +157,22 @@ class Strategy(nn.Module):
         assert out is not None
         return out
 
-    def predict_images(self, images: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
-                       samples: Optional[Sequence[Any]] = None) -> Tensor:
+    def predict_images(
+        self,
+        images: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
         """Evaluation from pixels (methods whose features are not cached): (B,3,S,S) 0..255 ->
         mask logits (B,1,4e,4e). Default: :meth:`encode` then :meth:`predict`."""
         emb, interm = self.encode(images)
         return self.predict(emb, interm, prompts, task_ids, samples)
 
     def training_loss(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
-        losses = mask_loss(logits, batch.labels, num_points=self.cfg.train.loss_points, generator=batch.generator)
+        losses = mask_loss(
+            logits, batch.labels, num_points=self.cfg.train.loss_points, generator=batch.generator
+        )
         extra = self.penalty(batch, logits)
         for k, v in extra.items():
             losses[k] = v
@@ -164,14 +182,18 @@ class Strategy(nn.Module):
     # ---- bookkeeping --------------------------------------------------------------------
     def method_state(self) -> Dict[str, Any]:
         """Everything needed to resume after a task (trainable modules + method buffers)."""
-        return {"modules": {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}}
+        return {
+            "modules": {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
+        }
 
     def load_method_state(self, state: Dict[str, Any]) -> None:
         missing, unexpected = self.load_state_dict(state["modules"], strict=False)
         unexpected = [k for k in unexpected if not k.startswith("model.")]
         missing = [k for k in missing if not k.startswith("model.")]
         if missing or unexpected:
-            raise RuntimeError(f"resume state does not match method {self.name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise RuntimeError(
+                f"resume state does not match method {self.name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
 
     def cost(self) -> Dict[str, Any]:
         """Parameter counts: trainable now, and stored per task (what a deployment keeps)."""

@@ -1,7 +1,7 @@
 """CODA-Prompt in SAM's mask decoder (Table 2's "Coda-Prompt" row).
 
 The released code has no CODA-Prompt and the paper's adaptation text (supplementary Sec. B)
-was not available (reference §4, §8.16); this follows CODA-Prompt (Smith et al., CVPR 2023) with
+was not available (protocol §4, §8.16); this follows CODA-Prompt (Smith et al., CVPR 2023) with
 the reference L2P's placement (tokens in SAM's mask decoder):
 
 * ``pool_size`` (40) components, each a prompt P_m (``length`` 5 × 256), a key K_m (256) and an
@@ -36,6 +36,7 @@ the reference L2P's placement (tokens in SAM's mask decoder):
 With fewer tasks in the order than ``n_tasks`` the later slices stay unused (the slice size is
 ``pool_size // n_tasks`` regardless, so results do not depend on the order's length).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,9 +68,13 @@ class CodaOptions:
         check_init(self.init)
         for k in ("pool_size", "length", "n_tasks"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
-                raise ConfigError(f"method_options.{k} must be a positive integer, got {getattr(self, k)!r}")
+                raise ConfigError(
+                    f"method_options.{k} must be a positive integer, got {getattr(self, k)!r}"
+                )
         if self.pool_size % self.n_tasks:
-            raise ConfigError(f"method_options.pool_size={self.pool_size} must be a multiple of n_tasks={self.n_tasks}")
+            raise ConfigError(
+                f"method_options.pool_size={self.pool_size} must be a multiple of n_tasks={self.n_tasks}"
+            )
         if self.embed_dim != 256:
             raise ConfigError("method_options.embed_dim must be 256 (SAM's decoder width)")
 
@@ -82,7 +87,7 @@ def orthonormal_complement(old: Tensor, n: int, gen: torch.Generator) -> Tensor:
     new = torch.randn(n, d, generator=gen, dtype=torch.float64)
     # on the host whatever the device: the generator is a CPU one, and QR then matches the CPU run
     q, _ = torch.linalg.qr(torch.cat([old.detach().double().cpu(), new], 0).t())  # (D, s+n)
-    return q[:, old.shape[0]:].t().to(old.device, old.dtype)
+    return q[:, old.shape[0] :].t().to(old.device, old.dtype)
 
 
 def _ortho(shape: Sequence[int]) -> Tensor:
@@ -95,7 +100,9 @@ class CodaPrompt(PromptStrategy):
     """Attention-weighted sum of prompt components, one new slice of components per task."""
 
     name = "coda"
-    code_version = 2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
+    code_version = (
+        2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
+    )
     Options = CodaOptions
 
     def __init__(self, model, cfg) -> None:
@@ -104,12 +111,22 @@ class CodaPrompt(PromptStrategy):
         m, per = o.pool_size, o.pool_size // o.n_tasks
         self.per_slice = per
         # P's orthonormal rows (length x 256 flattened) times this: tokens at SAM's prompt-token norm
-        self.p_scale = sam_prompt_token_norm(model) * o.length ** 0.5 if o.init == "sam" else 1.0
-        P, K, A = _ortho((m, o.length, o.embed_dim)), _ortho((m, o.embed_dim)), _ortho((m, o.embed_dim))
+        self.p_scale = sam_prompt_token_norm(model) * o.length**0.5 if o.init == "sam" else 1.0
+        P, K, A = (
+            _ortho((m, o.length, o.embed_dim)),
+            _ortho((m, o.embed_dim)),
+            _ortho((m, o.embed_dim)),
+        )
         P.mul_(self.p_scale)
-        self.p_slices = nn.ParameterList([nn.Parameter(P[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
-        self.k_slices = nn.ParameterList([nn.Parameter(K[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
-        self.a_slices = nn.ParameterList([nn.Parameter(A[i * per:(i + 1) * per].clone()) for i in range(o.n_tasks)])
+        self.p_slices = nn.ParameterList(
+            [nn.Parameter(P[i * per : (i + 1) * per].clone()) for i in range(o.n_tasks)]
+        )
+        self.k_slices = nn.ParameterList(
+            [nn.Parameter(K[i * per : (i + 1) * per].clone()) for i in range(o.n_tasks)]
+        )
+        self.a_slices = nn.ParameterList(
+            [nn.Parameter(A[i * per : (i + 1) * per].clone()) for i in range(o.n_tasks)]
+        )
         self.register_buffer("active_slices", torch.ones((), dtype=torch.long))
         self._set_trainable(0)
 
@@ -122,8 +139,10 @@ class CodaPrompt(PromptStrategy):
     def plan(self, tasks: Sequence[Task]) -> List[Experience]:
         exps = super().plan(tasks)
         if len(exps) > self.opts.n_tasks:
-            raise ConfigError(f"coda has {self.opts.n_tasks} component slices (method_options.n_tasks) but the "
-                              f"order has {len(exps)} tasks; raise n_tasks")
+            raise ConfigError(
+                f"coda has {self.opts.n_tasks} component slices (method_options.n_tasks) but the "
+                f"order has {len(exps)} tasks; raise n_tasks"
+            )
         return exps
 
     def slice_generator(self, t: int) -> torch.Generator:
@@ -133,9 +152,15 @@ class CodaPrompt(PromptStrategy):
     def init_slice(self, t: int) -> None:
         """Redraw slice t orthonormal to slices 0..t-1 (P flattened, K and A separately)."""
         gen = self.slice_generator(t)
-        for group, scale in ((self.p_slices, self.p_scale), (self.k_slices, 1.0), (self.a_slices, 1.0)):
+        for group, scale in (
+            (self.p_slices, self.p_scale),
+            (self.k_slices, 1.0),
+            (self.a_slices, 1.0),
+        ):
             old = torch.cat([group[i].reshape(self.per_slice, -1) for i in range(t)], 0)
-            group[t].copy_(orthonormal_complement(old, self.per_slice, gen).view_as(group[t]) * scale)
+            group[t].copy_(
+                orthonormal_complement(old, self.per_slice, gen).view_as(group[t]) * scale
+            )
 
     def before_task(self, exp: Experience) -> None:
         t = exp.index
@@ -159,4 +184,8 @@ class CodaPrompt(PromptStrategy):
 
     def cost(self):
         per = sum(p.numel() for p in (self.p_slices[0], self.k_slices[0], self.a_slices[0]))
-        return {"trainable_params": per, "stored_params_per_task": per, "stored_params_total": per * self.opts.n_tasks}
+        return {
+            "trainable_params": per,
+            "stored_params_per_task": per,
+            "stored_params_total": per * self.opts.n_tasks,
+        }

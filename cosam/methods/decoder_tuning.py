@@ -11,6 +11,7 @@ Every decoder parameter is trainable; the unused hypernetwork MLPs of the three 
 and the IoU head receive no gradient and do not move. Cost: trainable = stored = the decoder
 (one copy, shared by all tasks).
 """
+
 from __future__ import annotations
 
 import copy

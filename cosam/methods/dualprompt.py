@@ -1,7 +1,7 @@
 """DualPrompt in SAM's mask decoder (Table 2's "Dual-Prompt" row).
 
 The released code has no DualPrompt, and the paper's description of its adaptation
-(supplementary Sec. B) was not available (reference §4, §8.16). This is our *decoder-token
+(supplementary Sec. B) was not available (protocol §4, §8.16). This is our *decoder-token
 adaptation* of DualPrompt (Wang et al., ECCV 2022), built the same way as the reference's L2P:
 
 * a shared G-prompt (``g_length`` 5 tokens) trained on every task;
@@ -27,6 +27,7 @@ encoder is frozen and cached here, so both act in the decoder, where the referen
 prompts. Only the G-prompt and the current task's E-prompt and key receive gradients (the other
 slots are separate parameters left out of the optimiser, so weight decay cannot move them).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,11 +61,17 @@ class DualPromptOptions:
         check_init(self.init)
         for k in ("g_length", "e_length"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 0:
-                raise ConfigError(f"method_options.{k} must be a non-negative integer, got {getattr(self, k)!r}")
+                raise ConfigError(
+                    f"method_options.{k} must be a non-negative integer, got {getattr(self, k)!r}"
+                )
         if not isinstance(self.n_tasks, int) or self.n_tasks < 1:
-            raise ConfigError(f"method_options.n_tasks must be a positive integer, got {self.n_tasks!r}")
+            raise ConfigError(
+                f"method_options.n_tasks must be a positive integer, got {self.n_tasks!r}"
+            )
         if self.e_length < 1:
-            raise ConfigError("method_options.e_length must be >= 1 (the E-prompt is DualPrompt's task-specific part)")
+            raise ConfigError(
+                "method_options.e_length must be >= 1 (the E-prompt is DualPrompt's task-specific part)"
+            )
         if self.embed_dim != 256:
             raise ConfigError("method_options.embed_dim must be 256 (SAM's decoder width)")
 
@@ -73,7 +80,9 @@ class DualPrompt(PromptStrategy):
     """Shared G-prompt + per-task E-prompts chosen by key at test."""
 
     name = "dualprompt"
-    code_version = 2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
+    code_version = (
+        2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
+    )
     Options = DualPromptOptions
 
     def __init__(self, model, cfg) -> None:
@@ -81,17 +90,25 @@ class DualPrompt(PromptStrategy):
         o = self.opts
         n = o.n_tasks
         self.g_prompt = nn.Parameter(uniform_prompts((o.g_length, o.embed_dim), model, o.init))
-        self.e_prompts = nn.ParameterList([nn.Parameter(uniform_prompts((o.e_length, o.embed_dim), model, o.init))
-                                           for _ in range(n)])
-        self.e_keys = nn.ParameterList([nn.Parameter(torch.empty(o.embed_dim).uniform_(-1.0, 1.0)) for _ in range(n)])
+        self.e_prompts = nn.ParameterList(
+            [
+                nn.Parameter(uniform_prompts((o.e_length, o.embed_dim), model, o.init))
+                for _ in range(n)
+            ]
+        )
+        self.e_keys = nn.ParameterList(
+            [nn.Parameter(torch.empty(o.embed_dim).uniform_(-1.0, 1.0)) for _ in range(n)]
+        )
         self.register_buffer("seen", torch.zeros(n, dtype=torch.bool))
         self._current: List[int] = []
 
     def plan(self, tasks: Sequence[Task]) -> List[Experience]:
         too_big = [t.name for t in tasks if t.task_id >= self.opts.n_tasks]
         if too_big:
-            raise ConfigError(f"dualprompt has {self.opts.n_tasks} E-prompt slots (method_options.n_tasks) but tasks "
-                              f"{', '.join(too_big)} have larger task ids; raise n_tasks")
+            raise ConfigError(
+                f"dualprompt has {self.opts.n_tasks} E-prompt slots (method_options.n_tasks) but tasks "
+                f"{', '.join(too_big)} have larger task ids; raise n_tasks"
+            )
         return super().plan(tasks)
 
     def before_task(self, exp: Experience) -> None:
@@ -105,7 +122,11 @@ class DualPrompt(PromptStrategy):
             self.seen[t.task_id] = True
 
     def trainable_parameters(self) -> List[nn.Parameter]:
-        return [self.g_prompt] + [self.e_prompts[i] for i in self._current] + [self.e_keys[i] for i in self._current]
+        return (
+            [self.g_prompt]
+            + [self.e_prompts[i] for i in self._current]
+            + [self.e_keys[i] for i in self._current]
+        )
 
     def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         b = q.shape[0]
@@ -128,5 +149,8 @@ class DualPrompt(PromptStrategy):
         o = self.opts
         per_task = o.e_length * o.embed_dim + o.embed_dim
         g = self.g_prompt.numel()
-        return {"trainable_params": g + per_task * max(1, len(self._current)), "stored_params_per_task": per_task,
-                "stored_params_total": g + per_task * len(self.e_prompts)}
+        return {
+            "trainable_params": g + per_task * max(1, len(self._current)),
+            "stored_params_per_task": per_task,
+            "stored_params_total": g + per_task * len(self.e_prompts),
+        }

@@ -6,6 +6,7 @@ task after task with the reference loss; SAM stays frozen. Its evaluation output
 ``joint``: one HQ branch trained once on the union of all training sets for the same number of
 epochs: the upper bound the released code mislabels (its "joint" runs sequentially, §8.8).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ class HQOptions:
         if self.hq_attention not in ("one_way", "full"):
             from ..errors import ConfigError
 
-            raise ConfigError(f"method_options.hq_attention={self.hq_attention!r}; valid: one_way, full")
+            raise ConfigError(
+                f"method_options.hq_attention={self.hq_attention!r}; valid: one_way, full"
+            )
 
 
 class HQSequential(Strategy):
@@ -45,10 +48,19 @@ class HQSequential(Strategy):
         super().__init__(model, cfg)
         self.hq = HQBranch(model.interm_channels, model.mask_decoder)
 
-    def hq_logits(self, hq: HQBranch, emb: Tensor, interm: Tensor, sparse: Tensor, dense: Tensor) -> Tensor:
+    def hq_logits(
+        self, hq: HQBranch, emb: Tensor, interm: Tensor, sparse: Tensor, dense: Tensor
+    ) -> Tensor:
         """(B,1,4e,4e) HQ mask logits of branch ``hq``."""
-        out = decode(self.model.mask_decoder, emb, self.model.image_pe(), sparse, dense,
-                     extra_tokens=hq.tokens(), one_way=self.opts.hq_attention == "one_way")
+        out = decode(
+            self.model.mask_decoder,
+            emb,
+            self.model.image_pe(),
+            sparse,
+            dense,
+            extra_tokens=hq.tokens(),
+            one_way=self.opts.hq_attention == "one_way",
+        )
         return hq(out.extra[:, 0], out.upscaled, emb, interm)
 
     def active_branch(self) -> HQBranch:
@@ -58,8 +70,14 @@ class HQSequential(Strategy):
     def forward_masks(self, emb, interm, sparse, dense, task_ids) -> Tensor:
         return self.hq_logits(self.active_branch(), emb, interm, sparse, dense)
 
-    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
-                samples: Optional[Sequence[Any]] = None) -> Tensor:
+    def predict(
+        self,
+        emb: Tensor,
+        interm: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
         """Decode each prompt kind separately, then run the HQ branch once on the whole batch.
 
         Same result as the per-group default; the branch's convolutions at 4e x 4e dominate the
@@ -72,14 +90,30 @@ class HQSequential(Strategy):
         groups = group_by_kind(prompts)
         if len(groups) == 1:  # one prompt kind (every evaluation batch): no gather / scatter
             sparse, dense = embed_prompts(self.model.prompt_encoder, list(prompts), emb.device)
-            out = decode(self.model.mask_decoder, emb, self.model.image_pe(), sparse, dense,
-                         extra_tokens=hq.tokens(), one_way=one_way)
+            out = decode(
+                self.model.mask_decoder,
+                emb,
+                self.model.image_pe(),
+                sparse,
+                dense,
+                extra_tokens=hq.tokens(),
+                one_way=one_way,
+            )
             return hq(out.extra[:, 0], out.upscaled, emb, interm)
         for idx in groups:
-            sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
+            sparse, dense = embed_prompts(
+                self.model.prompt_encoder, [prompts[i] for i in idx], emb.device
+            )
             ix = torch.tensor(idx, device=emb.device)
-            out = decode(self.model.mask_decoder, emb[ix], self.model.image_pe(), sparse, dense,
-                         extra_tokens=hq.tokens(), one_way=one_way)
+            out = decode(
+                self.model.mask_decoder,
+                emb[ix],
+                self.model.image_pe(),
+                sparse,
+                dense,
+                extra_tokens=hq.tokens(),
+                one_way=one_way,
+            )
             if hf is None or up is None:
                 hf = out.extra.new_zeros((len(prompts),) + out.extra.shape[2:])
                 up = out.upscaled.new_zeros((len(prompts),) + out.upscaled.shape[1:])

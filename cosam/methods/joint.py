@@ -6,6 +6,7 @@ or SAM-Adapter (encoder adapters + decoder), whose continual runs can end above 
 here train exactly what their base trains, with its loss and options, on every task's training
 images at once (one experience), and are reported on Last only (like ``joint``: no Avg or FF).
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence

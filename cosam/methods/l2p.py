@@ -1,4 +1,4 @@
-"""L2P prompt pool in SAM's mask decoder (Table 2's "L2P" row; reference §4 "L2P", §8.11).
+"""L2P prompt pool in SAM's mask decoder (Table 2's "L2P" row; protocol §4 "L2P", §8.11).
 
 A pool of ``pool_size`` (40) prompts, each ``length`` (5) tokens of 256-d, with one key per
 prompt (40×256). Keys are initialised U(−1, 1) as the reference's ``PromptPool``; prompts are
@@ -31,6 +31,7 @@ Deviations from the reference and why:
 :class:`PromptStrategy` holds what L2P, DualPrompt and CODA-Prompt share: the query, appending
 tokens to the decoder, and the query–key matching loss.
 """
+
 from __future__ import annotations
 
 import abc
@@ -45,7 +46,6 @@ from ..data.prompts import Prompt
 from ..errors import ConfigError
 from ..models.decoder import decode, embed_prompts, group_by_kind
 from .base import Batch, Strategy
-
 
 INITS = ("sam", "reference")
 
@@ -71,8 +71,10 @@ def sam_prompt_token_norm(model: Any, n: int = 4) -> float:
     device = next(model.prompt_encoder.parameters()).device
     lo = torch.arange(n, dtype=torch.float32) * size / (n + 1)
     y0, x0 = torch.meshgrid(lo, lo, indexing="ij")
-    boxes = torch.stack([x0.flatten(), y0.flatten(), x0.flatten() + size / (n + 1),
-                         y0.flatten() + size / (n + 1)], dim=1).to(device)
+    boxes = torch.stack(
+        [x0.flatten(), y0.flatten(), x0.flatten() + size / (n + 1), y0.flatten() + size / (n + 1)],
+        dim=1,
+    ).to(device)
     with torch.autocast(device.type, enabled=False):
         sparse, _ = model.prompt_encoder(points=None, boxes=boxes, masks=None)
     return float(sparse.float().norm(dim=-1).mean())
@@ -113,17 +115,32 @@ class PromptStrategy(Strategy, abc.ABC):
     def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """Tokens (B,n,256) for each image and the matching score (sum of cosines / B) or None."""
 
-    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
-                samples: Optional[Sequence[Any]] = None) -> Tensor:
+    def predict(
+        self,
+        emb: Tensor,
+        interm: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
         tokens, match = self.select(self.query(emb), task_ids.to(emb.device))
         self._match = match
         out: Optional[Tensor] = None
         pe = self.model.image_pe()
         for idx in group_by_kind(prompts):
-            sparse, dense = embed_prompts(self.model.prompt_encoder, [prompts[i] for i in idx], emb.device)
+            sparse, dense = embed_prompts(
+                self.model.prompt_encoder, [prompts[i] for i in idx], emb.device
+            )
             ix = torch.tensor(idx, device=emb.device)
-            logits = decode(self.model.mask_decoder, emb[ix], pe, sparse, dense,
-                            extra_tokens=tokens[ix], one_way=False).masks
+            logits = decode(
+                self.model.mask_decoder,
+                emb[ix],
+                pe,
+                sparse,
+                dense,
+                extra_tokens=tokens[ix],
+                one_way=False,
+            ).masks
             if out is None:
                 out = logits.new_zeros((len(prompts),) + logits.shape[1:])
             out = out.index_copy(0, ix, logits)
@@ -155,9 +172,13 @@ class L2POptions:
         check_init(self.init)
         for k in ("pool_size", "length", "top_k"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
-                raise ConfigError(f"method_options.{k} must be a positive integer, got {getattr(self, k)!r}")
+                raise ConfigError(
+                    f"method_options.{k} must be a positive integer, got {getattr(self, k)!r}"
+                )
         if self.top_k > self.pool_size:
-            raise ConfigError(f"method_options.top_k={self.top_k} exceeds pool_size={self.pool_size}")
+            raise ConfigError(
+                f"method_options.top_k={self.top_k} exceeds pool_size={self.pool_size}"
+            )
         if self.embed_dim != 256:
             raise ConfigError("method_options.embed_dim must be 256 (SAM's decoder width)")
 
@@ -166,13 +187,17 @@ class L2P(PromptStrategy):
     """Prompt pool with key-query selection; SAM stays frozen."""
 
     name = "l2p"
-    code_version = 2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
+    code_version = (
+        2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
+    )
     Options = L2POptions
 
     def __init__(self, model, cfg) -> None:
         super().__init__(model, cfg)
         o = self.opts
-        self.prompts = nn.Parameter(uniform_prompts((o.pool_size, o.length, o.embed_dim), model, o.init))
+        self.prompts = nn.Parameter(
+            uniform_prompts((o.pool_size, o.length, o.embed_dim), model, o.init)
+        )
         self.keys = nn.Parameter(torch.empty(o.pool_size, o.embed_dim).uniform_(-1.0, 1.0))
 
     def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
@@ -183,7 +208,9 @@ class L2P(PromptStrategy):
         if self.training and o.batchwise_prompt:
             counts = torch.bincount(idx.flatten(), minlength=o.pool_size)
             # Most frequent first; ties -> lower prompt id (deterministic).
-            score = counts * o.pool_size + (o.pool_size - 1 - torch.arange(o.pool_size, device=q.device))
+            score = counts * o.pool_size + (
+                o.pool_size - 1 - torch.arange(o.pool_size, device=q.device)
+            )
             idx = score.topk(o.top_k).indices.unsqueeze(0).expand(b, -1)
         tokens = self.prompts[idx].reshape(b, o.top_k * o.length, o.embed_dim)
         match = sim.gather(1, idx).sum() / b

@@ -1,36 +1,39 @@
-"""Learning without Forgetting on the HQ-SAM branch (Table 2's "LwF" row; reference §4, §8.11).
+"""Learning without Forgetting as a regulariser plugin (Table 2's "LwF" row = ``sequential+lwf``;
+protocol §4, §8.11).
 
-Before every task t > 0 the current HQ branch is copied into a frozen *teacher*. While training
-task t, each batch is also decoded by the teacher with the same prompts, and the student is
-pulled towards it::
+Before every task t > 0 the base's current trainable state is copied into a frozen *teacher*
+(a copy of the base strategy that shares the frozen SAM model). While training task t, each
+batch is also decoded by the teacher with the same prompts, and the student is pulled towards
+it::
 
     penalty = weight · mask_loss(student_logits, sigmoid(teacher_logits))
 
 ``mask_loss`` is the reference's point-sampled BCE + Dice (:func:`cosam.losses.mask_loss`) with
 the teacher's probabilities as soft targets; ``weight`` is the reference's 3. The teacher sees
-the current task's images only (LwF keeps no exemplars).
+the current task's images only (LwF keeps no exemplars). Over a base whose encoder trains
+(``sam_adapter``), the teacher encodes the batch's images with its own (frozen) encoder.
 
 Deviations from the reference and why:
 
-* The teacher is a copy of the *HQ branch* (the only trained part); SAM's own decoder is frozen
-  and shared, so copying it would change nothing.
+* Over HQ-SAM (``lwf``) the teacher is in effect a copy of the *HQ branch* (the only trained
+  part); SAM's own decoder is frozen and shared, so copying it would change nothing.
 * ``distill="kl"`` (not the default) replaces the soft-target BCE + Dice by the point-sampled
   binary KL divergence, i.e. BCE minus the teacher's entropy, without Dice. The reference form
   is *not* zero when student == teacher (soft-target BCE has the teacher's entropy as its floor
   and soft Dice is not minimised at equality); the KL form is zero exactly there, which makes
   its size a readable measure of drift. Default = reference.
 
-Resume: the teacher is a registered submodule, so it is part of ``method_state``; the flag
-``teacher_active`` (a buffer) records whether a teacher has been taken.
+Resume: the teacher's trainable state (the base's ``method_state`` of the copy) and the flag
+``teacher_active`` (whether a teacher has been taken) are the plugin's ``method_state``.
 
-Cost: trainable = the HQ branch; the teacher is a training-time copy (reported as
-``training_state_params``), nothing extra is stored per task.
+Cost: trainable = the base's; the teacher is a training-time copy of the base's trainable
+parameters (reported as ``training_state_params``), nothing extra is stored per task.
 """
+
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
@@ -39,12 +42,11 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..losses import mask_loss, point_sample, uncertain_points
 from .base import Batch, Experience
-from ..models.hq import HQBranch
-from .hq import HQOptions, HQSequential
+from .plugins import Regulariser, frozen_copy, trainable_named_parameters
 
 
 @dataclass
-class LwFOptions(HQOptions):
+class LwFOptions:
     """weight: distillation weight (reference 3); distill: "mask_loss" (reference: point-sampled
     BCE + Dice against sigmoid(teacher)) or "kl" (point-sampled binary KL, 0 iff equal)."""
 
@@ -52,7 +54,6 @@ class LwFOptions(HQOptions):
     distill: str = "mask_loss"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.distill not in ("mask_loss", "kl"):
             raise ConfigError(f"method_options.distill={self.distill!r}; valid: mask_loss, kl")
         if self.weight < 0:
@@ -75,36 +76,33 @@ def binary_kl_points(student: Tensor, teacher: Tensor, num_points: int, generato
     return (bce - entropy).mean(1).sum() / float(student.shape[0])
 
 
-class LwF(HQSequential):
-    """HQ branch fine-tuned sequentially with distillation from the previous task's branch."""
+class LwF(Regulariser):
+    """Distillation from a frozen copy of the base taken before each task t > 0."""
 
     name = "lwf"
     Options = LwFOptions
 
-    def __init__(self, model, cfg) -> None:
-        super().__init__(model, cfg)
-        self.teacher = copy.deepcopy(self.hq)
-        self.teacher.requires_grad_(False)
+    def __init__(self, host, opts: LwFOptions) -> None:
+        super().__init__(host, opts)
+        self.teacher = frozen_copy(self.base)
         self.register_buffer("teacher_active", torch.zeros((), dtype=torch.bool))
-        self._use_teacher = False
 
     def before_task(self, exp: Experience) -> None:
         if exp.index > 0:
-            self.teacher.load_state_dict(self.hq.state_dict())
+            self.teacher.load_method_state(self.base.method_state())
             self.teacher.requires_grad_(False)
             self.teacher_active.fill_(True)
 
-    def active_branch(self) -> HQBranch:
-        return self.teacher if self._use_teacher else self.hq
-
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> Tensor:
-        """(B,1,4e,4e) the teacher's HQ logits for the batch, same prompts."""
-        self._use_teacher = True
-        try:
-            return self.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
-        finally:
-            self._use_teacher = False
+        """(B,1,4e,4e) the teacher's logits for the batch, same prompts."""
+        if self.base.needs_pixels:
+            if batch.images is None:
+                raise ValueError(
+                    f"LwF over {self.base.name} needs the batch's images (its encoder trains)"
+                )
+            return self.teacher.predict_images(batch.images, batch.prompts, batch.task_ids)
+        return self.teacher.predict(batch.embeddings, batch.interm, batch.prompts, batch.task_ids)
 
     def penalty(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
         if not bool(self.teacher_active):
@@ -117,7 +115,29 @@ class LwF(HQSequential):
             d = mask_loss(logits, torch.sigmoid(t), num_points=n, generator=batch.generator)["loss"]
         return {"lwf": self.opts.weight * d}
 
-    def cost(self):
-        n = sum(p.numel() for p in self.hq.parameters())
-        return {"trainable_params": n, "stored_params_per_task": 0, "stored_params_total": n,
-                "training_state_params": sum(p.numel() for p in self.teacher.parameters())}
+    def method_state(self) -> Dict[str, Any]:
+        teacher = self.teacher.method_state()["modules"]
+        return {
+            "modules": {
+                "teacher_active": self.teacher_active,
+                **{f"teacher.{k}": v for k, v in teacher.items()},
+            }
+        }
+
+    def load_method_state(self, state: Dict[str, Any]) -> None:
+        modules = state["modules"]
+        self.teacher.load_method_state(
+            {
+                "modules": {
+                    k[len("teacher.") :]: v for k, v in modules.items() if k.startswith("teacher.")
+                }
+            }
+        )
+        self.teacher.requires_grad_(False)
+        self.teacher_active.copy_(modules["teacher_active"])
+
+    def cost(self, cost: Dict[str, Any]) -> Dict[str, Any]:
+        cost["training_state_params"] = sum(
+            p.numel() for _, p in trainable_named_parameters(self.base)
+        )
+        return cost

@@ -1,5 +1,5 @@
 """MoDA (Mixture of Domain Adapters): a per-task adapter pool chosen per image by a router
-that reads MoDA's Global Feature Token (reference §3; Table 2's "+MoDA" rows).
+that reads MoDA's Global Feature Token (protocol §3; Table 2's "+MoDA" rows).
 
 One MoDA class wraps a *base* strategy, whose trainable part is the adapter:
 
@@ -53,6 +53,7 @@ Written beside the results: ``router.json`` (per evaluation step: task-id accura
 overall on the seen tasks' test sets, confusion matrix, where probe images go; buffer contents;
 router training seconds). Cost: stored per task = one adapter + ``buffer_size`` images.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -107,11 +108,16 @@ class MoDAOptions:
     token_cache: str = "auto"
 
     def __post_init__(self) -> None:
-        choices = {"attention": ("one_way", "full"), "router": ("linear", "cosine"),
-                   "token_cache": ("auto", "disk", "none")}
+        choices = {
+            "attention": ("one_way", "full"),
+            "router": ("linear", "cosine"),
+            "token_cache": ("auto", "disk", "none"),
+        }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
-                raise ConfigError(f"method_options.{name}={getattr(self, name)!r}; valid: {', '.join(valid)}")
+                raise ConfigError(
+                    f"method_options.{name}={getattr(self, name)!r}; valid: {', '.join(valid)}"
+                )
         for name in ("buffer_size", "router_epochs", "router_batch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -119,7 +125,9 @@ class MoDAOptions:
         if isinstance(self.n_gat, bool) or not isinstance(self.n_gat, int) or self.n_gat < 0:
             raise ConfigError(f"method_options.n_gat must be an integer >= 0, got {self.n_gat!r}")
         if not isinstance(self.train_tokens, bool):
-            raise ConfigError(f"method_options.train_tokens must be true or false, got {self.train_tokens!r}")
+            raise ConfigError(
+                f"method_options.train_tokens must be true or false, got {self.train_tokens!r}"
+            )
         if not (isinstance(self.router_lr, (int, float)) and self.router_lr > 0):
             raise ConfigError(f"method_options.router_lr must be > 0, got {self.router_lr!r}")
         post = getattr(super(), "__post_init__", None)
@@ -185,7 +193,9 @@ class MoDA(Strategy):
     def __init__(self, model, cfg: Config) -> None:
         super().__init__(model, cfg)
         base_fields = {f.name for f in dataclasses.fields(self.Base.Options)}
-        base_cfg = dataclasses.replace(cfg, method_options={k: v for k, v in cfg.method_options.items() if k in base_fields})
+        base_cfg = dataclasses.replace(
+            cfg, method_options={k: v for k, v in cfg.method_options.items() if k in base_fields}
+        )
         self.base: Strategy = self.Base(model, base_cfg)
         self.reader = self._new_reader()
         self.router: Optional[nn.Module] = None
@@ -196,14 +206,20 @@ class MoDA(Strategy):
         self.router_seconds: List[float] = []
         self.router_log: List[Dict[str, Any]] = []
         self._routes: List[Tuple[int, int]] = []
-        self._loaded: Optional[int] = None  # pool index the base holds (None: the task being trained)
+        self._loaded: Optional[int] = (
+            None  # pool index the base holds (None: the task being trained)
+        )
         self._tasks: Dict[str, Task] = {}
         self._store = None
         self._block_cache = None
         self._full_queries: Dict[str, Tensor] = {}
         cache = self.opts.token_cache
         if cache == "auto":
-            cache = "disk" if isinstance(model.image_encoder, TinyViT) and model.image_size <= 512 else "none"
+            cache = (
+                "disk"
+                if isinstance(model.image_encoder, TinyViT) and model.image_size <= 512
+                else "none"
+            )
         self.token_cache = cache
 
     @property
@@ -214,7 +230,11 @@ class MoDA(Strategy):
     def _new_reader(self) -> TokenReader:
         """Tokens (and stage projections) at their seeded initial values, frozen."""
         gen = torch.Generator().manual_seed(10_007 * int(self.cfg.seed) + 4242)
-        return TokenReader(self.model.image_encoder, self.opts.n_gat, gen).requires_grad_(False).to(self.device)
+        return (
+            TokenReader(self.model.image_encoder, self.opts.n_gat, gen)
+            .requires_grad_(False)
+            .to(self.device)
+        )
 
     def train(self, mode: bool = True) -> "MoDA":
         super().train(mode)
@@ -268,29 +288,52 @@ class MoDA(Strategy):
         self.base.load_method_state({"modules": state})
         self._loaded = j
 
-    def predict(self, emb: Tensor, interm: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
-                samples: Optional[Sequence[Any]] = None) -> Tensor:
+    def predict(
+        self,
+        emb: Tensor,
+        interm: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
         if self.training:  # the adapter being trained sees only its own task
             return self.base.predict(emb, interm, prompts, task_ids)
         if not self.pool:
             self._use(None)
             return self.base.predict(emb, interm, prompts, task_ids)
         if samples is None:
-            raise ValueError("MoDA routes each image by its query: evaluation must pass the samples")
-        route = self.route(self.queries(samples)) if self._routing() else torch.zeros(len(prompts), dtype=torch.long,
-                                                                                          device=emb.device)
-        return self._predict_routed(route, task_ids, lambda ix: self.base.predict(
-            emb[ix], interm[ix], [prompts[i] for i in ix.tolist()], task_ids[ix]))
+            raise ValueError(
+                "MoDA routes each image by its query: evaluation must pass the samples"
+            )
+        route = (
+            self.route(self.queries(samples))
+            if self._routing()
+            else torch.zeros(len(prompts), dtype=torch.long, device=emb.device)
+        )
+        return self._predict_routed(
+            route,
+            task_ids,
+            lambda ix: self.base.predict(
+                emb[ix], interm[ix], [prompts[i] for i in ix.tolist()], task_ids[ix]
+            ),
+        )
 
-    def predict_images(self, images: Tensor, prompts: Sequence[Prompt], task_ids: Tensor,
-                       samples: Optional[Sequence[Any]] = None) -> Tensor:
+    def predict_images(
+        self,
+        images: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
         """Live inference: one frozen encoder pass gives the features *and* the query (one-way),
         then each image goes through its routed adapter."""
         if self.training or not self.pool:
             return super().predict_images(images, prompts, task_ids, samples)
         with torch.no_grad():
             if self.opts.attention == "full":
-                q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
+                q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[
+                    :, 0
+                ]
                 emb = interm = None
             else:
                 with capture_kv(self.model.image_encoder) as kv:
@@ -342,10 +385,13 @@ class MoDA(Strategy):
                 from ..features import BlockInputCache
 
                 # per thread count on the CPU, like the feature cache (engine.feature_cache_dir)
-                self._block_cache = BlockInputCache(feature_cache_dir(self.cfg, Accel(torch.device(self.device))),
-                                                    self.model,
-                                                    self.cfg.train.cache_dtype, progress=self.cfg.progress,
-                                                    enabled=self.cfg.train.cache_features)
+                self._block_cache = BlockInputCache(
+                    feature_cache_dir(self.cfg, Accel(torch.device(self.device))),
+                    self.model,
+                    self.cfg.train.cache_dtype,
+                    progress=self.cfg.progress,
+                    enabled=self.cfg.train.cache_features,
+                )
             return [t.to(self.device) for t in self._block_cache.get(samples, self._sample_store())]
         images = self._images(samples)
         with torch.no_grad(), capture(self.model.image_encoder) as inputs:
@@ -359,7 +405,9 @@ class MoDA(Strategy):
             return self.reader.query_from_inputs(self._inputs(samples))
         if self.opts.train_tokens:  # the tokens change with every retraining: no memo
             images = self._images(samples)
-            return self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
+            return self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[
+                :, 0
+            ]
         missing = [s for s in samples if str(s.image) not in self._full_queries]
         if missing:  # fixed random tokens (released): a query never changes, compute it once
             images = self._images(missing)
@@ -383,13 +431,17 @@ class MoDA(Strategy):
         step = len(self.pool)
         gen = torch.Generator().manual_seed(1_000_003 * int(self.cfg.seed) + 7919 * step + 99)
         samples = [s for task in self.pool_tasks for s in self.buffer[task.name]]
-        labels = torch.tensor([j for j, task in enumerate(self.pool_tasks) for _ in self.buffer[task.name]],
-                              device=self.device)
+        labels = torch.tensor(
+            [j for j, task in enumerate(self.pool_tasks) for _ in self.buffer[task.name]],
+            device=self.device,
+        )
         # Router and tokens restart from their initial values at every retraining (the released
         # code builds new ones each task), so the router after task t depends only on the buffers
         # of tasks 0..t: cosam.ablation re-routes a finished pool exactly.
         self.reader = self._new_reader()
-        self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), gen).to(self.device)
+        self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), gen).to(
+            self.device
+        )
         params = list(self.router.parameters())
         train_tokens = self.opts.train_tokens
         kv: Optional[List[Any]] = None
@@ -400,26 +452,40 @@ class MoDA(Strategy):
             if self.opts.attention == "one_way":
                 # patch keys/values do not depend on the tokens: once per image (float16 in RAM)
                 inputs = self._inputs(samples)
-                kv = [[(k.half(), v.half()) for k, v in self.reader.patch_kv([t[i:i + 1] for t in inputs])]
-                      for i in range(len(samples))]
+                kv = [
+                    [
+                        (k.half(), v.half())
+                        for k, v in self.reader.patch_kv([t[i : i + 1] for t in inputs])
+                    ]
+                    for i in range(len(samples))
+                ]
                 del inputs
         else:
-            fixed_q = torch.cat([self.queries(samples[i:i + 16]) for i in range(0, len(samples), 16)])
+            fixed_q = torch.cat(
+                [self.queries(samples[i : i + 16]) for i in range(0, len(samples), 16)]
+            )
         opt = torch.optim.Adam(params, lr=self.opts.router_lr)
         bs = self.opts.router_batch
         for _ in range(self.opts.router_epochs):
             perm = torch.randperm(len(samples), generator=gen)
             for start in range(0, len(samples), bs):
-                idx = perm[start:start + bs].tolist()
+                idx = perm[start : start + bs].tolist()
                 if fixed_q is not None:
                     q = fixed_q[idx]
                 elif kv is not None:
-                    batch_kv = [(torch.cat([kv[i][b][0] for i in idx]), torch.cat([kv[i][b][1] for i in idx]))
-                                for b in range(len(kv[0]))]
+                    batch_kv = [
+                        (
+                            torch.cat([kv[i][b][0] for i in idx]),
+                            torch.cat([kv[i][b][1] for i in idx]),
+                        )
+                        for b in range(len(kv[0]))
+                    ]
                     q = self.reader.read(batch_kv)[:, 0]
                 else:  # full attention with trained tokens: backprop through the encoder pass
                     images = self._images([samples[i] for i in idx])
-                    q = self.reader.full_pass(self.model.image_encoder, self.model.preprocess(images))[:, 0]
+                    q = self.reader.full_pass(
+                        self.model.image_encoder, self.model.preprocess(images)
+                    )[:, 0]
                 loss = F.cross_entropy(self.router(q.float()), labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -453,13 +519,21 @@ class MoDA(Strategy):
             counts = [sum(1 for j in js if j == k) for k in range(len(ids))]
             rows[str(tid)] = counts
         name_of = {t.task_id: t.name for t in self._tasks.values()}
-        self.router_log.append({
-            "step": len(self.pool),
-            "adapters": names,
-            "accuracy": (correct / total) if total else None,
-            "per_task": {name_of.get(tid, str(tid)): sum(1 for j in per[tid] if ids[j] == tid) / len(per[tid]) for tid in seen},
-            "confusion": {name_of.get(int(tid), "probe"): counts for tid, counts in rows.items()},
-        })
+        self.router_log.append(
+            {
+                "step": len(self.pool),
+                "adapters": names,
+                "accuracy": (correct / total) if total else None,
+                "per_task": {
+                    name_of.get(tid, str(tid)): sum(1 for j in per[tid] if ids[j] == tid)
+                    / len(per[tid])
+                    for tid in seen
+                },
+                "confusion": {
+                    name_of.get(int(tid), "probe"): counts for tid, counts in rows.items()
+                },
+            }
+        )
         self._routes = []
 
     # ---- bookkeeping ---------------------------------------------------------------------------
@@ -481,14 +555,18 @@ class MoDA(Strategy):
         self.pool_tasks = []
         for name in state["pool_tasks"]:
             if name not in self._tasks:
-                raise CheckpointError(f"resume state holds an adapter for task {name!r}, not in this run's plan")
+                raise CheckpointError(
+                    f"resume state holds an adapter for task {name!r}, not in this run's plan"
+                )
             task = self._tasks[name]
             self.pool_tasks.append(task)
             self.buffer[name] = select_buffer(task, self.opts.buffer_size, self.cfg.seed)
         self.reader.load_state_dict(state["reader"])
         self.router = None
         if state["router"] is not None:
-            self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), torch.Generator())
+            self.router = ROUTERS[self.opts.router](
+                self.reader.query_dim, len(self.pool), torch.Generator()
+            )
             self.router.load_state_dict(state["router"])
             self.router.to(self.device)
             self.router.requires_grad_(False)
@@ -502,10 +580,13 @@ class MoDA(Strategy):
         router = 0 if self.router is None else sum(p.numel() for p in self.router.parameters())
         base = self.base.cost()
         return {
-            "trainable_params": base["trainable_params"] + (tokens if self.opts.train_tokens else 0) + router,
+            "trainable_params": base["trainable_params"]
+            + (tokens if self.opts.train_tokens else 0)
+            + router,
             "stored_params_per_task": per_task,
             "stored_params_total": per_task * max(len(self.pool), 1) + tokens + router,
-            "token_params": tokens, "router_params": router,
+            "token_params": tokens,
+            "router_params": router,
             "buffer_images_per_task": self.opts.buffer_size,
             "router_seconds": self.router_seconds,
         }
@@ -513,13 +594,17 @@ class MoDA(Strategy):
     def artifacts(self) -> Dict[str, Any]:
         self._flush_routes()
         final = self.router_log[-1] if self.router_log else None
-        return {"router": {
-            "final": final,
-            "log": self.router_log,
-            "buffer": {name: [s.image.name for s in samples] for name, samples in self.buffer.items()},
-            "router_seconds": self.router_seconds,
-            "options": self.options_dict(),
-        }}
+        return {
+            "router": {
+                "final": final,
+                "log": self.router_log,
+                "buffer": {
+                    name: [s.image.name for s in samples] for name, samples in self.buffer.items()
+                },
+                "router_seconds": self.router_seconds,
+                "options": self.options_dict(),
+            }
+        }
 
 
 class SequentialMoDA(MoDA):

@@ -33,6 +33,7 @@ runs on the same images for a like-for-like comparison.
 Resume: ``method_state`` holds only the adapters and the decoder copy (the frozen encoder copy is
 rebuilt from the model). Cost: trainable = stored = adapters + decoder.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,13 +42,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
-
 from segment_anything.modeling.image_encoder import Block as ViTBlock
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..models.decoder import decode
 from ..models import fastpath
+from ..models.decoder import decode
 from ..models.tiny_vit import TinyViT, TinyViTBlock
 from .base import Experience, Strategy
 
@@ -60,7 +60,9 @@ class SamAdapterOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.adapter_ratio <= 4.0:
-            raise ConfigError(f"method_options.adapter_ratio must be in (0, 4], got {self.adapter_ratio}")
+            raise ConfigError(
+                f"method_options.adapter_ratio must be in (0, 4], got {self.adapter_ratio}"
+            )
 
 
 class AdaptedBlock(nn.Module):
@@ -127,7 +129,11 @@ class StemMemo:
 
     @staticmethod
     def key(image: Tensor) -> str:
-        amp = torch.get_autocast_dtype(image.device.type) if torch.is_autocast_enabled(image.device.type) else None
+        amp = (
+            torch.get_autocast_dtype(image.device.type)
+            if torch.is_autocast_enabled(image.device.type)
+            else None
+        )
         data = image.detach().contiguous().cpu().numpy().tobytes()
         return f"{hashlib.sha1(data).hexdigest()}-{tuple(image.shape)}-{image.dtype}-{amp}"
 
@@ -165,16 +171,25 @@ class SamAdapter(Strategy):
         self.encoder.requires_grad_(False)
         self.n_adapters = add_adapters(self.encoder, self.opts.adapter_ratio)
         if self.n_adapters == 0:
-            raise ConfigError(f"sam_adapter found no attention blocks in the {model.backbone} encoder")
+            raise ConfigError(
+                f"sam_adapter found no attention blocks in the {model.backbone} encoder"
+            )
         self.encoder.eval()
         self.decoder = copy.deepcopy(model.mask_decoder)
         self.decoder.requires_grad_(True)
         self.stem_memo = StemMemo()
         # the stem can be memoised when it holds no adapter and nothing trainable (TinyViT only)
-        stem = [self.encoder.patch_embed, self.encoder.layers[0]] if isinstance(self.encoder, TinyViT) else []
+        stem = (
+            [self.encoder.patch_embed, self.encoder.layers[0]]
+            if isinstance(self.encoder, TinyViT)
+            else []
+        )
         self._stem_frozen = bool(stem) and not any(
-            isinstance(sub, AdaptedBlock) or any(p.requires_grad for p in sub.parameters(recurse=False))
-            for m in stem for sub in m.modules())
+            isinstance(sub, AdaptedBlock)
+            or any(p.requires_grad for p in sub.parameters(recurse=False))
+            for m in stem
+            for sub in m.modules()
+        )
 
     def before_task(self, exp: Experience) -> None:
         self.stem_memo.clear("train")
@@ -185,7 +200,12 @@ class SamAdapter(Strategy):
         return self
 
     def adapter_parameters(self) -> List[nn.Parameter]:
-        return [p for m in self.encoder.modules() if isinstance(m, AdaptedBlock) for p in m.adapter.parameters()]
+        return [
+            p
+            for m in self.encoder.modules()
+            if isinstance(m, AdaptedBlock)
+            for p in m.adapter.parameters()
+        ]
 
     def encode(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """(B,3,S,S) 0..255 -> (embedding, interm) through the adapted encoder, gradient on.
@@ -214,11 +234,19 @@ class SamAdapter(Strategy):
         missing, unexpected = self.load_state_dict(state["modules"], strict=False)
         missing = [k for k in missing if self._stored(k)]
         if missing or unexpected:
-            raise RuntimeError(f"resume state does not match method {self.name}: missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}")
+            raise RuntimeError(
+                f"resume state does not match method {self.name}: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}"
+            )
 
     def cost(self):
         a = sum(p.numel() for p in self.adapter_parameters())
         d = sum(p.numel() for p in self.decoder.parameters())
-        return {"trainable_params": a + d, "stored_params_per_task": 0, "stored_params_total": a + d,
-                "adapter_params": a, "decoder_params": d, "adapted_blocks": self.n_adapters}
+        return {
+            "trainable_params": a + d,
+            "stored_params_per_task": 0,
+            "stored_params_total": a + d,
+            "adapter_params": a,
+            "decoder_params": d,
+            "adapted_blocks": self.n_adapters,
+        }

@@ -10,6 +10,7 @@ modules (same state dict). Extra tokens (HQ-SAM's output token, L2P prompts, ...
 * ``one_way=False``: the extra tokens join the sequence like prompt tokens (HQ-SAM's original
   behaviour: they also perturb SAM's tokens and the image features).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ class DecoderOutput:
     extra: Tensor
 
 
-def _two_way(t: TwoWayTransformer, src: Tensor, pos: Tensor, tokens: Tensor, n_readers: int) -> Tuple[Tensor, Tensor]:
+def _two_way(
+    t: TwoWayTransformer, src: Tensor, pos: Tensor, tokens: Tensor, n_readers: int
+) -> Tuple[Tensor, Tensor]:
     """TwoWayTransformer.forward where the last ``n_readers`` tokens are read-only queries.
 
     src, pos: (B,C,h,w); tokens: (B,N,C). Returns queries (B,N,C) and keys (B,hw,C).
@@ -65,14 +68,17 @@ def _two_way(t: TwoWayTransformer, src: Tensor, pos: Tensor, tokens: Tensor, n_r
         queries = layer.norm2(queries + layer.cross_attn_token_to_image(q=q, k=k, v=keys))
         queries = layer.norm3(queries + layer.mlp(queries))
         q, k = queries + query_pe, keys + key_pe
-        keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=k, k=q[:, :n_main], v=queries[:, :n_main]))
+        keys = layer.norm4(
+            keys + layer.cross_attn_image_to_token(q=k, k=q[:, :n_main], v=queries[:, :n_main])
+        )
     q, k = queries + query_pe, keys + key_pe
     queries = t.norm_final_attn(queries + t.final_attn_token_to_image(q=q, k=k, v=keys))
     return queries, keys
 
 
-def _two_way_split(t: TwoWayTransformer, src: Tensor, pos: Tensor, main: Tensor,
-                   readers: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _two_way_split(
+    t: TwoWayTransformer, src: Tensor, pos: Tensor, main: Tensor, readers: Tensor
+) -> Tuple[Tensor, Tensor, Tensor]:
     """:func:`_two_way` with read-only tokens, computing SAM's tokens and the readers apart.
 
     SAM's tokens ``main`` (B,n,C) and the image keys never read the ``readers`` (B,k,C), so they
@@ -128,23 +134,31 @@ def decode(
       one_way: extra tokens are read-only (see module docstring).
     """
     b = image_embeddings.shape[0]
-    out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0).unsqueeze(0).expand(b, -1, -1)
+    out_tokens = (
+        torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+        .unsqueeze(0)
+        .expand(b, -1, -1)
+    )
     parts = [out_tokens, sparse]
     k = 0
     if extra_tokens is not None:
-        extra = extra_tokens if extra_tokens.dim() == 3 else extra_tokens.unsqueeze(0).expand(b, -1, -1)
+        extra = (
+            extra_tokens if extra_tokens.dim() == 3 else extra_tokens.unsqueeze(0).expand(b, -1, -1)
+        )
         k = extra.shape[1]
         parts.append(extra)
     src = image_embeddings + dense
     pos = image_pe.expand(b, -1, -1, -1)
     if not fastpath.enabled("readers"):
         hs, keys = _two_way(md.transformer, src, pos, torch.cat(parts, dim=1), k if one_way else 0)
-        extra_out = hs[:, hs.shape[1] - k:]
+        extra_out = hs[:, hs.shape[1] - k :]
     elif one_way and k > 0:
-        hs, extra_out, keys = _two_way_split(md.transformer, src, pos, torch.cat(parts[:2], dim=1), parts[2])
+        hs, extra_out, keys = _two_way_split(
+            md.transformer, src, pos, torch.cat(parts[:2], dim=1), parts[2]
+        )
     else:
         hs, keys = _two_way(md.transformer, src, pos, torch.cat(parts, dim=1), 0)
-        extra_out = hs[:, hs.shape[1] - k:]
+        extra_out = hs[:, hs.shape[1] - k :]
     src = keys.transpose(1, 2).reshape(src.shape)
     hyper = md.output_hypernetworks_mlps[0](hs[:, 1])
     if not fastpath.enabled("layernorm"):
@@ -158,7 +172,9 @@ def decode(
     return DecoderOutput(masks=masks, iou=iou, upscaled=upscaled, extra=extra_out)
 
 
-def embed_prompts(pe: PromptEncoder, prompts: Sequence["Prompt"], device: torch.device) -> Tuple[Tensor, Tensor]:
+def embed_prompts(
+    pe: PromptEncoder, prompts: Sequence["Prompt"], device: torch.device
+) -> Tuple[Tensor, Tensor]:
     """Embed prompts of ONE kind. Returns sparse (B,n,256) and dense (B,256,e,e), float32.
 
     Runs in fp32 even under autocast: the random-Fourier positional encoding takes sin/cos of
@@ -169,7 +185,9 @@ def embed_prompts(pe: PromptEncoder, prompts: Sequence["Prompt"], device: torch.
         return _embed_prompts(pe, prompts, device)
 
 
-def _embed_prompts(pe: PromptEncoder, prompts: Sequence["Prompt"], device: torch.device) -> Tuple[Tensor, Tensor]:
+def _embed_prompts(
+    pe: PromptEncoder, prompts: Sequence["Prompt"], device: torch.device
+) -> Tuple[Tensor, Tensor]:
     kinds = {p.kind for p in prompts}
     if len(kinds) != 1:
         raise ValueError(f"embed_prompts takes one prompt kind per call, got {sorted(kinds)}")

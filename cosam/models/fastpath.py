@@ -20,6 +20,7 @@ the reference path does (``benchmarks/README.md``, "Speed levers"). Its levers (
 :func:`reference_path` switches the reference implementation back on (tests compare the two in
 one process; the benchmark ``benchmarks/phases.py`` times both).
 """
+
 from __future__ import annotations
 
 import math
@@ -134,14 +135,16 @@ def folded_conv3(h: Tensor, conv: nn.Conv2d, x: Tensor) -> Tensor:
     out = z[:, 0:hh, 0:ww, 0]
     for t in range(1, 9):
         a, c = divmod(t, 3)
-        out = out + z[:, a:a + hh, c:c + ww, t]
+        out = out + z[:, a : a + hh, c : c + ww, t]
     return (out + (h @ conv.bias).view(b, 1, 1)).unsqueeze(1)
 
 
 def project(x: Tensor, h: Tensor) -> Tensor:
     """(B,C,H,W) features, (B,C) weights -> (B,1,H,W) = Σ_c h_c x_c, any memory format."""
     b, c, hh, ww = x.shape
-    return torch.bmm(x.permute(0, 2, 3, 1).reshape(b, hh * ww, c), h.unsqueeze(2)).view(b, 1, hh, ww)
+    return torch.bmm(x.permute(0, 2, 3, 1).reshape(b, hh * ww, c), h.unsqueeze(2)).view(
+        b, 1, hh, ww
+    )
 
 
 def attend(attn: nn.Module, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -155,5 +158,7 @@ def attend(attn: nn.Module, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 def project_kv(attn: nn.Module, k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
     """The key and value projections of segment-anything's ``Attention``, split into heads."""
-    return (attn._separate_heads(attn.k_proj(k), attn.num_heads),
-            attn._separate_heads(attn.v_proj(v), attn.num_heads))
+    return (
+        attn._separate_heads(attn.k_proj(k), attn.num_heads),
+        attn._separate_heads(attn.v_proj(v), attn.num_heads),
+    )

@@ -1,4 +1,4 @@
-"""HQ-SAM's trainable branch on top of a frozen SAM mask decoder (reference §2.1).
+"""HQ-SAM's trainable branch on top of a frozen SAM mask decoder (protocol §2.1).
 
 Parts (names as in SysCV/sam-hq ``MaskDecoderHQ``): ``hf_token`` (1x256), ``hf_mlp``
 (256->256->256->32), ``compress_vit_feat`` (ConvT D->256, LN, GELU, ConvT 256->32; D = the
@@ -14,6 +14,7 @@ term; with it, a zero-initialised branch reproduces SAM's mask exactly). With th
 decoder pass (:mod:`cosam.models.decoder`) the untrained HQ mask therefore equals the frozen SAM
 mask, and training starts from SAM's zero-shot quality.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,13 +37,22 @@ class HQBranch(nn.Module):
         self.hf_token = nn.Embedding(1, d)
         self.hf_mlp = MLP(d, d, d // 8, 3)
         self.compress_vit_feat = nn.Sequential(
-            nn.ConvTranspose2d(interm_channels, d, 2, 2), LayerNorm2d(d), nn.GELU(), nn.ConvTranspose2d(d, d // 8, 2, 2)
+            nn.ConvTranspose2d(interm_channels, d, 2, 2),
+            LayerNorm2d(d),
+            nn.GELU(),
+            nn.ConvTranspose2d(d, d // 8, 2, 2),
         )
         self.embedding_encoder = nn.Sequential(
-            nn.ConvTranspose2d(d, d // 4, 2, 2), LayerNorm2d(d // 4), nn.GELU(), nn.ConvTranspose2d(d // 4, d // 8, 2, 2)
+            nn.ConvTranspose2d(d, d // 4, 2, 2),
+            LayerNorm2d(d // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(d // 4, d // 8, 2, 2),
         )
         self.embedding_maskfeature = nn.Sequential(
-            nn.Conv2d(d // 8, d // 4, 3, 1, 1), LayerNorm2d(d // 4), nn.GELU(), nn.Conv2d(d // 4, d // 8, 3, 1, 1)
+            nn.Conv2d(d // 8, d // 4, 3, 1, 1),
+            LayerNorm2d(d // 4),
+            nn.GELU(),
+            nn.Conv2d(d // 4, d // 8, 3, 1, 1),
         )
         self.reset_from(base)
 
@@ -59,7 +69,9 @@ class HQBranch(nn.Module):
         """(1,256) the HQ output token, appended to the decoder's tokens."""
         return self.hf_token.weight
 
-    def forward(self, hf_out: Tensor, upscaled_sam: Tensor, image_embeddings: Tensor, interm: Tensor) -> Tensor:
+    def forward(
+        self, hf_out: Tensor, upscaled_sam: Tensor, image_embeddings: Tensor, interm: Tensor
+    ) -> Tensor:
         """
         Arguments:
           hf_out: (B,256) the HQ token after the decoder transformer.
@@ -72,7 +84,9 @@ class HQBranch(nn.Module):
         if not fastpath.enabled("fold"):
             if not fastpath.enabled("layernorm"):
                 return self.reference_forward(hf_out, upscaled_sam, image_embeddings, interm)
-            hq = enc[3](fastpath.conv_ln_gelu(enc, image_embeddings)) + vit[3](fastpath.conv_ln_gelu(vit, interm))
+            hq = enc[3](fastpath.conv_ln_gelu(enc, image_embeddings)) + vit[3](
+                fastpath.conv_ln_gelu(vit, interm)
+            )
             feat = upscaled_sam + mf[3](fastpath.conv_ln_gelu(mf, upscaled_sam)) + hq
             return fastpath.project(feat, self.hf_mlp(hf_out))
         # The last layer of each fusion path is linear and the mask is h · (sum of the paths):
@@ -86,8 +100,9 @@ class HQBranch(nn.Module):
         out = out + fastpath.folded_convt2(h, vit[3], fastpath.conv_ln_gelu(vit, interm))
         return out + fastpath.folded_conv3(h, mf[3], fastpath.conv_ln_gelu(mf, up))
 
-    def reference_forward(self, hf_out: Tensor, upscaled_sam: Tensor, image_embeddings: Tensor,
-                          interm: Tensor) -> Tensor:
+    def reference_forward(
+        self, hf_out: Tensor, upscaled_sam: Tensor, image_embeddings: Tensor, interm: Tensor
+    ) -> Tensor:
         """:meth:`forward` computed literally (32-channel fusion, element-wise LayerNorm2d)."""
         hq = self.embedding_encoder(image_embeddings) + self.compress_vit_feat(interm)
         feat = upscaled_sam + self.embedding_maskfeature(upscaled_sam) + hq

@@ -1,4 +1,5 @@
 """The frozen SAM-family model: image encoder, prompt encoder, mask decoder."""
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -25,7 +26,14 @@ class SamModel(nn.Module):
       backbone: registry name, recorded with results.
     """
 
-    def __init__(self, image_encoder: nn.Module, image_size: int, embed_stride: int, normalization: str, backbone: str) -> None:
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        image_size: int,
+        embed_stride: int,
+        normalization: str,
+        backbone: str,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.image_size = image_size
@@ -45,15 +53,19 @@ class SamModel(nn.Module):
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         )
-        self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False
+        )
         self.checkpoint: Optional[str] = None
         self.weights_id: str = f"{backbone}-unloaded"
 
     @property
     def interm_channels(self) -> int:
         enc = self.image_encoder
-        return int(getattr(enc, "interm_channels"))
+        return int(enc.interm_channels)
 
     @property
     def mask_size(self) -> int:

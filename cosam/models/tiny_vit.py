@@ -14,6 +14,7 @@ SAM variant). It differs from MobileSAM's file in three ways that matter here:
 Two variants share the layout: ``patch_stride=4`` (two 3x3 stride-2 convs, MobileSAM ``vit_t``)
 and ``patch_stride=1`` (two 1x1 stride-1 convs, LiteMedSAM at 256 px).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,7 +28,9 @@ from torch import Tensor, nn
 class Conv2dBN(nn.Sequential):
     """Conv2d (no bias) followed by BatchNorm2d; keys ``c.*`` and ``bn.*``."""
 
-    def __init__(self, cin: int, cout: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1) -> None:
+    def __init__(
+        self, cin: int, cout: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1
+    ) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(cin, cout, ks, stride, pad, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(cout))
@@ -45,7 +48,9 @@ class PatchEmbed(nn.Module):
         else:
             raise ValueError(f"patch_stride must be 4 (vit_t) or 1 (LiteMedSAM), got {stride}")
         self.seq = nn.Sequential(
-            Conv2dBN(in_chans, embed_dim // 2, ks, st, pad), nn.GELU(), Conv2dBN(embed_dim // 2, embed_dim, ks, st, pad)
+            Conv2dBN(in_chans, embed_dim // 2, ks, st, pad),
+            nn.GELU(),
+            Conv2dBN(embed_dim // 2, embed_dim, ks, st, pad),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -108,12 +113,20 @@ class Attention(nn.Module):
                 off = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
                 idxs.append(offsets.setdefault(off, len(offsets)))
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
-        self.register_buffer("attention_bias_idxs", torch.tensor(idxs).view(len(points), len(points)), persistent=False)
+        self.register_buffer(
+            "attention_bias_idxs",
+            torch.tensor(idxs).view(len(points), len(points)),
+            persistent=False,
+        )
 
     def qkv_heads(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """(B,N,C) -> q, k, v each (B,heads,N,key_dim), after the block's LayerNorm."""
         b, n, _ = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim).split(self.key_dim, dim=3)
+        q, k, v = (
+            self.qkv(self.norm(x))
+            .view(b, n, self.num_heads, 3 * self.key_dim)
+            .split(self.key_dim, dim=3)
+        )
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def bias(self) -> Tensor:
@@ -202,7 +215,9 @@ class ConvStage(nn.Module):
 class AttnStage(nn.Module):
     """Stages 1-3: TinyViT blocks, then an optional downsample. (B,C,H,W) -> (B,C',H',W')."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window: int, out_dim: Optional[int]) -> None:
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, window: int, out_dim: Optional[int]
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList([TinyViTBlock(dim, num_heads, window) for _ in range(depth)])
         self.downsample = PatchMerging(dim, out_dim) if out_dim is not None else None

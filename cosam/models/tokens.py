@@ -7,8 +7,7 @@ updated through *that block's own frozen weights*:
     t <- t + proj(softmax(q(t) · [k(t); k(x)]ᵀ · scale) · [v(t); v(x)])     (LayerNorm'd inputs)
     t <- t + mlp(t)
 
-where ``x`` are the block's patch tokens. Two modes (reference §3.2, §8.1-2; DESIGN "MoDA
-token pass"):
+where ``x`` are the block's patch tokens. Two modes (protocol §3.2, §8.1-2):
 
 * ``one_way`` (cosam default, the architecture figure's local→global arrows): the tokens read
   the patches and each other; the patches never read the tokens, so the segmentation features
@@ -35,6 +34,7 @@ Encoder families:
 
 Shapes: B images, G = 1 + k tokens, N_b patches at block b, C_b the block's width.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -74,13 +74,17 @@ def attention_blocks(encoder: nn.Module) -> List[BlockSpec]:
             if isinstance(layer, AttnStage):
                 for blk in layer.blocks:
                     assert isinstance(blk, TinyViTBlock)
-                    specs.append(BlockSpec(blk, "tinyvit", blk.attn.qkv.in_features, blk.attn.num_heads))
+                    specs.append(
+                        BlockSpec(blk, "tinyvit", blk.attn.qkv.in_features, blk.attn.num_heads)
+                    )
     elif isinstance(encoder, ViTEncoder):
         for blk in encoder.blocks:
             assert isinstance(blk, ViTBlock)
             specs.append(BlockSpec(blk, "vit", blk.attn.qkv.in_features, blk.attn.num_heads))
     if not specs:
-        raise TypeError(f"no attention blocks found in {type(encoder).__name__}; MoDA supports TinyViT and ViT encoders")
+        raise TypeError(
+            f"no attention blocks found in {type(encoder).__name__}; MoDA supports TinyViT and ViT encoders"
+        )
     return specs
 
 
@@ -109,7 +113,9 @@ def _mlp(spec: BlockSpec, t: Tensor) -> Tensor:
 
 def _attend(spec: BlockSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """softmax(q kᵀ · scale) v through the block's output projection. q (B,h,G,d) -> (B,G,C)."""
-    out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), scale=spec.block.attn.scale)
+    out = F.scaled_dot_product_attention(
+        q, k.to(q.dtype), v.to(q.dtype), scale=spec.block.attn.scale
+    )
     return spec.block.attn.proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], spec.dim))
 
 
@@ -129,9 +135,11 @@ def capture(encoder: nn.Module) -> Iterator[List[Tensor]]:
     inputs: List[Tensor] = []
     handles = []
     for spec in specs:
+
         def hook(_m: nn.Module, args: Tuple[Tensor, ...], spec: BlockSpec = spec) -> None:
             x = args[0]
             inputs.append(_norm_in(spec, x.reshape(x.shape[0], -1, x.shape[-1])))
+
         handles.append(spec.block.register_forward_pre_hook(hook))
     try:
         yield inputs
@@ -160,7 +168,13 @@ def capture_kv(encoder: nn.Module) -> Iterator[List[KV]]:
         def pre(_m: nn.Module, args: Tuple[Tensor, ...], shape: dict = shape) -> None:
             shape["bhwc"] = tuple(args[0].shape)  # (B,H,W,C): both families' block input
 
-        def post(_m: nn.Module, _args: Tuple[Tensor, ...], y: Tensor, spec: BlockSpec = spec, shape: dict = shape) -> None:
+        def post(
+            _m: nn.Module,
+            _args: Tuple[Tensor, ...],
+            y: Tensor,
+            spec: BlockSpec = spec,
+            shape: dict = shape,
+        ) -> None:
             b, h, w, _ = shape["bhwc"]
             c3 = y.shape[-1]
             if spec.family == "tinyvit":
@@ -171,7 +185,11 @@ def capture_kv(encoder: nn.Module) -> Iterator[List[KV]]:
                 windowed = ws > 0
             if windowed:  # windows (B*nW, ws*ws, 3C) or (B*nW, ws, ws, 3C): stitch, crop padding
                 ph, pw = h + (ws - h % ws) % ws, w + (ws - w % ws) % ws
-                y = y.reshape(b, ph // ws, pw // ws, ws, ws, c3).transpose(2, 3).reshape(b, ph, pw, c3)[:, :h, :w]
+                y = (
+                    y.reshape(b, ph // ws, pw // ws, ws, ws, c3)
+                    .transpose(2, 3)
+                    .reshape(b, ph, pw, c3)[:, :h, :w]
+                )
             _, k, v = _heads(spec, y.reshape(b, h * w, c3))
             out.append((k, v))
 
@@ -197,7 +215,9 @@ class TokenReader(nn.Module):
     excluded from this module's parameters.
     """
 
-    def __init__(self, encoder: nn.Module, n_gat: int = 9, generator: Optional[torch.Generator] = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, n_gat: int = 9, generator: Optional[torch.Generator] = None
+    ) -> None:
         super().__init__()
         self._specs = attention_blocks(encoder)
         self.n_tokens = 1 + int(n_gat)
@@ -239,7 +259,9 @@ class TokenReader(nn.Module):
         for i, (spec, (kp, vp)) in enumerate(zip(self._specs, kv)):
             t = self._carry(i, t)
             q, kt, vt = _heads(spec, spec.block.attn.qkv(_norm_in(spec, t)))
-            t = t + _attend(spec, q, torch.cat([kt, kp.to(kt.dtype)], 2), torch.cat([vt, vp.to(vt.dtype)], 2))
+            t = t + _attend(
+                spec, q, torch.cat([kt, kp.to(kt.dtype)], 2), torch.cat([vt, vp.to(vt.dtype)], 2)
+            )
             t = t + _mlp(spec, t)
         return t
 
@@ -266,7 +288,7 @@ class TokenReader(nn.Module):
                     seq = torch.cat([t, p.reshape(b, hh * ww, -1)], 1)
                     q, k, v = _heads(spec, blk.attn.qkv(blk.attn.norm(seq)))
                     seq = seq + _attend(spec, q, k, v)
-                    t, p = seq[:, : self.n_tokens], seq[:, self.n_tokens:].reshape(b, hh, ww, -1)
+                    t, p = seq[:, : self.n_tokens], seq[:, self.n_tokens :].reshape(b, hh, ww, -1)
                     p = blk.local_conv(p.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
                     t, p = t + blk.mlp(t), p + blk.mlp(p)
                     i += 1
@@ -287,4 +309,3 @@ class TokenReader(nn.Module):
             seq = seq + blk.mlp(blk.norm2(seq))
             i += 1
         return seq[:, : self.n_tokens]
-

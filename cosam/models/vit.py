@@ -1,4 +1,5 @@
 """Official SAM ViT-B/L/H encoder that also returns HQ-SAM's early feature."""
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -13,7 +14,7 @@ class ViTEncoder(ImageEncoderViT):
     ``forward(x)``: x (B,3,1024,1024) normalised -> (embedding (B,256,64,64), interm (B,D,64,64)),
     where interm is the output of the first global-attention block (block 2 of ViT-B, 5 of ViT-L,
     7 of ViT-H), the feature upstream HQ-SAM fuses. The released CoSAM code patched every block to
-    global attention and fed block 0's output instead (reference §2.2); cosam runs the official
+    global attention and fed block 0's output instead (protocol §2.2); cosam runs the official
     encoder.
     """
 
