@@ -145,7 +145,7 @@ gen = torch.Generator().manual_seed(seed)
 prompts = [
     make_prompt(label, kind, gen, n_points=cfg.train.n_points) for kind in ("box", "points", "mask")
 ]
-plots.draw_prompts(
+fig = plots.draw_prompts(  # assigned: shown once (inline), not again as the cell's value
     img_t,
     label[0],
     prompts,

@@ -159,7 +159,7 @@ from cosam.diagrams import boundary_band_figure
 
 yy, xx = np.mgrid[:120, :160]
 ellipse = ((yy - 60) / 35.0) ** 2 + ((xx - 80) / 50.0) ** 2 <= 1
-boundary_band_figure(ellipse)  # the prediction: the same ellipse shifted by d pixels
+fig = boundary_band_figure(ellipse)  # the prediction: the same ellipse shifted by d pixels
 
 # %% [markdown]
 # ## Table 2 layout: Last / Avg / FF for IoU and BIoU (%)

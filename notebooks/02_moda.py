@@ -143,7 +143,7 @@ display(Markdown(markdown_table(walls, ["method", "seed", "this_call_s", "run_co
 # %%
 from cosam.diagrams import moda_diagram
 
-moda_diagram(n_gat=(moda_options or {}).get("n_gat", 9), n_tasks=len(res["order"]))
+fig = moda_diagram(n_gat=(moda_options or {}).get("n_gat", 9), n_tasks=len(res["order"]))
 # %% [markdown]
 # ## Each base alone and with MoDA (first seed; IoU/BIoU %, router accuracy after the last task)
 

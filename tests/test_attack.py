@@ -43,6 +43,7 @@ class Env:
     tmp: Path
     data: Path
     cwd: Path = REPO
+    code: Path = REPO  # the checkout whose cosam runs (benchmarks/attack_table.py passes another)
     env: Dict[str, str] = field(default_factory=dict)
     prefix: List[str] = field(default_factory=list)
     before: List[List[str]] = field(
@@ -415,8 +416,9 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _cosam(args: List[str], e: Env, extra_env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """``python -m cosam args`` with the code of ``e.code`` (this checkout unless told otherwise)."""
     env = {k: v for k, v in os.environ.items() if k not in ("COSAM_FAULT", "COSAM_DATA")}
-    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(extra_env or {})})
+    env.update({"PYTHONPATH": str(e.code), "OMP_NUM_THREADS": "1", **(extra_env or {})})
     return subprocess.Popen(
         [*e.prefix, sys.executable, "-m", "cosam", *args],
         cwd=e.cwd,
@@ -440,16 +442,21 @@ def _half_written(res: Path) -> List[str]:
     return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_attack(case: Case, tiny_data: Path, tmp_path: Path) -> None:
-    if case.needs == "weights" and not WEIGHTS.is_file():
-        pytest.skip(f"needs {WEIGHTS}")
-    e = Env(tmp_path, tiny_data)
-    if case.needs == "nocap":
-        prefix = _no_caps_prefix()
-        if prefix is None:
-            pytest.skip("running as root without setpriv: chmod 000 cannot be enforced")
-        e.prefix = prefix
+@dataclass
+class Outcome:
+    """What one case did: exit code(s), the user's output, and the folder listing it left."""
+
+    rc: int
+    out: str
+    err: str
+    left_before: List[str]
+
+
+def execute(case: Case, e: Env) -> Outcome:
+    """Run a case's setup commands, then its command, and return what the user saw.
+
+    Shared with benchmarks/attack_table.py, which runs the same table against another checkout.
+    """
     if case.name == "synthetic-concurrent":
         procs = [
             _cosam(
@@ -469,31 +476,65 @@ def test_attack(case: Case, tiny_data: Path, tmp_path: Path) -> None:
             for n in ("a", "b")
         ]
         results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
-        out = "".join(r[0] for r in results)
-        err = "".join(r[1] for r in results)
-        assert [r[2] for r in results] == [0, 0], err[-3000:]
+        rcs = [r[2] for r in results]
+        rc = next((r for r in rcs if r != 0), 0)
+        return Outcome(rc, "".join(r[0] for r in results), "".join(r[1] for r in results), [])
+    args = case.setup(e)
+    for before in e.before:
+        env = {"COSAM_FAULT": e.env["COSAM_FAULT_BEFORE"]} if "COSAM_FAULT_BEFORE" in e.env else {}
+        p = _cosam(before, e, env)
+        p.communicate(timeout=300)
+    if "CORRUPT_CONFIG_AFTER_BEFORE" in e.env:
+        (cfg,) = e.res.rglob("config.json")
+        cfg.write_text(cfg.read_text()[:100])
+    if "TRUNCATE_STATE_AFTER_BEFORE" in e.env:
+        (state,) = e.res.rglob("step_*.pt")
+        state.write_bytes(state.read_bytes()[:200])
+    left_before = sorted(str(p) for p in e.res.rglob("*")) if e.res.exists() else []
+    p = _cosam(args, e)
+    out, err = p.communicate(timeout=300)
+    return Outcome(p.returncode, out, err, left_before)
+
+
+def prepare(case: Case, data: Path, tmp: Path) -> Optional[Env]:
+    """The case's Env, or None when this machine cannot run it (see ``skip_reason``)."""
+    e = Env(tmp, data)
+    if case.needs == "nocap":
+        prefix = _no_caps_prefix()
+        if prefix is None:
+            return None
+        e.prefix = prefix
+    return e
+
+
+def skip_reason(case: Case) -> Optional[str]:
+    if case.needs == "weights" and not WEIGHTS.is_file():
+        return f"needs {WEIGHTS}"
+    if case.needs == "nocap" and _no_caps_prefix() is None:
+        return "running as root without setpriv: chmod 000 cannot be enforced"
+    return None
+
+
+def unlock(tmp: Path) -> None:
+    """Give chmod-000 folders back their permissions so they can be removed."""
+    for d in tmp.rglob("*"):
+        if d.is_dir() and not d.is_symlink():
+            os.chmod(d, 0o755)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_attack(case: Case, tiny_data: Path, tmp_path: Path) -> None:
+    reason = skip_reason(case)
+    if reason:
+        pytest.skip(reason)
+    e = prepare(case, tiny_data, tmp_path)
+    assert e is not None
+    o = execute(case, e)
+    out, err = o.out, o.err
+    if case.name == "synthetic-concurrent":
+        assert o.rc == 0, err[-3000:]
     else:
-        args = case.setup(e)
-        for before in e.before:
-            env = (
-                {"COSAM_FAULT": e.env["COSAM_FAULT_BEFORE"]}
-                if "COSAM_FAULT_BEFORE" in e.env
-                else {}
-            )
-            p = _cosam(before, e, env)
-            p.communicate(timeout=300)
-        if "CORRUPT_CONFIG_AFTER_BEFORE" in e.env:
-            (cfg,) = e.res.rglob("config.json")
-            cfg.write_text(cfg.read_text()[:100])
-        if "TRUNCATE_STATE_AFTER_BEFORE" in e.env:
-            (state,) = e.res.rglob("step_*.pt")
-            state.write_bytes(state.read_bytes()[:200])
-        left_before = sorted(str(p) for p in e.res.rglob("*")) if e.res.exists() else []
-        p = _cosam(args, e)
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == case.rc, (
-            f"exit {p.returncode}, expected {case.rc}\n{out[-2000:]}\n{err[-3000:]}"
-        )
+        assert o.rc == case.rc, f"exit {o.rc}, expected {case.rc}\n{out[-2000:]}\n{err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]
     assert case.fragment in (err if case.rc == 2 else out), (
         f"{case.fragment!r} not in\n{out[-2000:]}\n{err[-2000:]}"
@@ -507,10 +548,8 @@ def test_attack(case: Case, tiny_data: Path, tmp_path: Path) -> None:
     elif case.runs == "done":
         assert not _half_written(e.res) and list(e.res.rglob("DONE"))
     else:  # the interrupted/finished run of the setup is left exactly as it was
-        assert sorted(str(p) for p in e.res.rglob("*")) == left_before
+        assert sorted(str(p) for p in e.res.rglob("*")) == o.left_before
     if case.check is not None:
         case.check(e, out)
     if e.prefix:  # let pytest remove the folders
-        for d in tmp_path.rglob("*"):
-            if d.is_dir() and not d.is_symlink():
-                os.chmod(d, 0o755)
+        unlock(tmp_path)

@@ -84,6 +84,15 @@ def markdown_text(nb: Any) -> str:
 
 
 def n_images(nb: Any) -> int:
+    """Figures shown; a figure also returned as a cell's value (shown twice) fails the count."""
+    twice = [
+        c.source.splitlines()[0]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "execute_result" and {"image/png", "image/jpeg"} & set(o.get("data", {}))
+    ]
+    assert not twice, f"a figure is the value of a cell and is shown twice: {twice}"
     return sum(
         1
         for c in nb.cells

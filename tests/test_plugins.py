@@ -33,6 +33,7 @@ SETS = [
     "data.test_cap=2",
     "data.probe_cap=2",
     "train.epochs=1",
+    "train.batch_size=4",  # two steps per task (the smoke profile's own batch of 2 would give four)
     "train.lr=1e-5",
     "train.cache_dtype=float32",
     "threads=1",

@@ -175,8 +175,8 @@ def test_code_versions_and_old_runs_are_not_reused(
         ):
             run(cfg, ctx=Context())
     # another config value names its dotted key
-    with pytest.raises(CosamError, match=r"train\.lr: recorded 0\.0001, now 0\.001"):
-        run(smoke(tmp_path, cache, train={"epochs": 1, "lr": 1e-3}), ctx=Context())
+    with pytest.raises(CosamError, match=r"train\.lr: recorded 0\.001, now 0\.0003"):
+        run(smoke(tmp_path, cache, train={"epochs": 1, "lr": 3e-4}), ctx=Context())
     # a run recorded before identities were (results schema 1) is refused, by run and by the sweep's check
     path = run_dir / "config.json"
     meta = json.loads(path.read_text())
