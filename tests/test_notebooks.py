@@ -90,7 +90,8 @@ def n_images(nb: Any) -> int:
         for c in nb.cells
         if c.cell_type == "code"
         for o in c.get("outputs", [])
-        if o.output_type == "execute_result" and {"image/png", "image/jpeg"} & set(o.get("data", {}))
+        if o.output_type == "execute_result"
+        and {"image/png", "image/jpeg"} & set(o.get("data", {}))
     ]
     assert not twice, f"a figure is the value of a cell and is shown twice: {twice}"
     return sum(
