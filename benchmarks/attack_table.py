@@ -43,6 +43,8 @@ def first_error_line(out: str, err: str) -> str:
     if errors:
         return errors[0]
     outs = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    if "Problems:" in outs and outs.index("Problems:") + 1 < len(outs):  # check-data's report
+        return outs[outs.index("Problems:") + 1]
     return outs[-1] if outs else (lines[-1] if lines else "")
 
 
@@ -75,7 +77,10 @@ def main(argv: List[str] | None = None) -> int:
         t0 = time.time()
         o = mod.execute(case, e)
         half = mod._half_written(e.res) if case.runs != "kept" else []
-        line = first_error_line(o.out, o.err).replace("|", "\\|")[:160]
+        line = (
+            first_error_line(o.out, o.err).replace(str(tmp), "<tmp>").replace(str(data), "<data>")
+        )
+        line = line.replace("|", "\\|")[:180]
         tb = "yes" if "Traceback" in o.err else "no"
         print(
             f"| {case.name} | {case.rc} | {o.rc} | {tb} | {'yes' if half else 'no'} | {line} |",

@@ -71,7 +71,7 @@ def reroute(
     with steps="all" the full IoU/BIoU summary), ``per_task`` router accuracy, ``router_log``,
     ``router_seconds``, ``iou`` and ``biou`` of the final row.
     """
-    from .engine import Context, _prepare, evaluate, make_eval_sets
+    from .engine import Context, evaluate, make_eval_sets, prepare
     from .methods import get_method
     from .methods.replay import select_buffer
 
@@ -108,7 +108,7 @@ def reroute(
 
     state = load_state(run_dir)[0]["strategy"]
     ctx = ctx or Context()
-    bench = _prepare(cfg, ctx)
+    bench = prepare(cfg, ctx)
     strategy = get_method(cfg.method)(ctx.model, cfg)
     strategy.plan(bench.tasks)
     tasks = [strategy._tasks[n] for n in state["pool_tasks"]]
@@ -138,10 +138,10 @@ def reroute(
         strategy._loaded = None
         t0 = time.perf_counter()
         if t >= 2:
-            strategy._train_router()
+            strategy.retrain_router()
         strategy.router_seconds.append(time.perf_counter() - t0)
         iou, biou, _ = evaluate(strategy, sets, cfg, ctx.store)
-        strategy._flush_routes()
+        strategy.flush_routes()
         if matrix is not None:
             matrix.add_row(tasks[t - 1].name, iou, biou, None)
     final = strategy.router_log[-1]

@@ -39,7 +39,7 @@ def gft_features(
     """GFT queries (final tokens of a finished ``*_moda`` run) and pooled encoder features of
     every test image (``per_domain`` caps the images per domain, in the benchmark's order)."""
     from .config import Config, from_dict
-    from .engine import Context, _prepare
+    from .engine import Context, prepare
     from .io import read_json
     from .methods import get_method
 
@@ -52,11 +52,11 @@ def gft_features(
 
     state = load_state(run_dir)[0]["strategy"]
     ctx = ctx or Context()
-    bench = _prepare(cfg, ctx)
+    bench = prepare(cfg, ctx)
     strategy = get_method(cfg.method)(ctx.model, cfg)
     strategy.plan(bench.tasks)
-    random_reader = strategy._new_reader()
-    trained_reader = strategy._new_reader()
+    random_reader = strategy.new_reader()
+    trained_reader = strategy.new_reader()
     trained_reader.load_state_dict(state["reader"])
     tasks = list(bench.tasks) + ([bench.probe] if include_probe and bench.probe is not None else [])
     qs, qr, pooled, names = [], [], [], []

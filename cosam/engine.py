@@ -41,7 +41,7 @@ from .data.reader import SamplePath, load_pair
 from .data.synthetic import make_synthetic_benchmark
 from .data.transforms import large_scale_jitter
 from .errors import CheckpointError, ConfigError, CosamError
-from .features import FeatureCache, SampleStore
+from .features import FeatureCache, SampleStore, default_cache_dir, feature_cache_dir
 from .io import REPO_ROOT, provenance, read_json, torch_save, write_csv, write_json
 from .methods import get_method
 from .methods.base import Batch, Strategy
@@ -54,22 +54,6 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 # Resolving data, model and folders
 # ---------------------------------------------------------------------------------------------
-
-
-def default_cache_dir(cfg: Config) -> Path:
-    return Path(cfg.cache_dir) if cfg.cache_dir else REPO_ROOT / ".cache" / "cosam"
-
-
-def feature_cache_dir(cfg: Config, accel: Accel) -> Path:
-    """The folder of ``cfg``'s encoder-feature caches on ``accel``.
-
-    One folder per precision (``accel.cache_tag``) and, on the CPU, per torch thread count
-    (``-t<N>``): the CPU encoder's float16 features differ between thread counts (vit_t at
-    512 px, 1 vs 2 threads: every image, 0.7 % of the values by one float16 step), so a run must
-    not read features that another thread count computed.
-    """
-    tag = accel.cache_tag + ("" if accel.is_cuda else f"-t{torch.get_num_threads()}")
-    return default_cache_dir(cfg) / f"features{tag}"
 
 
 def resolve_data_root(cfg: Config) -> Path:
@@ -755,9 +739,7 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
         check_reusable(run_dir, cfg, run_identity(bench, ctx.model, accel, method_cls), "finished")
         log.info("%s is finished; reusing it (pass --force to rerun)", run_dir)
         return run_dir
-    bench = _prepare(
-        cfg, ctx, accel
-    )  # every input is read and validated before anything is written
+    bench = prepare(cfg, ctx, accel)  # every input is read and validated before anything is written
     assert ctx.model is not None
     identity = run_identity(bench, ctx.model, accel, method_cls)
     with RunLock(run_dir) if me.is_main else contextlib.nullcontext():
@@ -789,7 +771,7 @@ def _benchmark(cfg: Config) -> Benchmark:
     )
 
 
-def _prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
+def prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
     """Resolve data and model, and load every image/mask pair the run uses once (bad input fails
     here): train pairs and the evaluation split's (test and probe, or validation)."""
     bench = _benchmark(cfg)

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -27,10 +27,31 @@ from .data.prompts import box_from_label
 from .data.reader import SamplePath, load_pair
 from .data.transforms import resize_eval
 from .errors import CosamError
-from .io import torch_save
+from .io import REPO_ROOT, torch_save
 from .models.sam import SamModel
 
+if TYPE_CHECKING:
+    from .config import Config
+
 log = logging.getLogger(__name__)
+
+
+def default_cache_dir(cfg: Config) -> Path:
+    """``cfg.cache_dir``, else ``<repository>/.cache/cosam``."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else REPO_ROOT / ".cache" / "cosam"
+
+
+def feature_cache_dir(cfg: Config, accel: Accel) -> Path:
+    """The folder of ``cfg``'s encoder-feature caches on ``accel``.
+
+    One folder per precision (``accel.cache_tag``) and, on the CPU, per torch thread count
+    (``-t<N>``): the CPU encoder's float16 features differ between thread counts (vit_t at
+    512 px, 1 vs 2 threads: every image, 0.7 % of the values by one float16 step), so a run must
+    not read features that another thread count computed.
+    """
+    tag = accel.cache_tag + ("" if accel.is_cuda else f"-t{torch.get_num_threads()}")
+    return default_cache_dir(cfg) / f"features{tag}"
+
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

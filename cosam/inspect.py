@@ -26,9 +26,8 @@ from .config import Config, config_from_file
 from .data.benchmark import Benchmark, build_benchmark
 from .data.prompts import Prompt
 from .data.reader import SamplePath
-from .engine import feature_cache_dir
 from .errors import CheckpointError, CosamError
-from .features import FeatureCache, SampleStore
+from .features import FeatureCache, SampleStore, feature_cache_dir
 from .io import read_json
 from .methods import get_method
 from .methods.base import Strategy

@@ -173,17 +173,6 @@ def matrix_markdown(m: TaskMatrix, metric: str = "iou") -> str:
     return markdown_table(rows, ["after"] + m.columns, pct=m.columns)
 
 
-def load_sweep(
-    results_dir: Any = "results/runs", profile: str = "cpu", out: Optional[Path] = None
-) -> Any:
-    """The last sweep aggregate under ``<results_dir>/<profile>/sweep`` (mean ± std table,
-    per-seed rows, order sensitivity), or None when no sweep was aggregated there; see
-    :func:`cosam.sweep.load_sweep`, which this forwards to."""
-    from .sweep import load_sweep as _load_sweep
-
-    return _load_sweep(results_dir, profile, out)
-
-
 # ----------------------------------------------------------------------------------------------
 # MoDA
 # ----------------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ for m in [m for m, c in counts.items() if c and c < full_n]:
     )
 
 # %%
-from cosam.report import load_sweep
+from cosam.sweep import load_sweep
 
 sweep = load_sweep(
     results_dir, profile

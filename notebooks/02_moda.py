@@ -155,7 +155,7 @@ display(Markdown(markdown_table(table, pct=pct)))
 if any(len(recs) > 1 for recs in runs.values()):
     stats = plots.seed_stats(runs)
     display(Markdown("Over seeds (mean ± std):\n\n" + markdown_table(plots.table2_rows(stats))))
-from cosam.report import load_sweep
+from cosam.sweep import load_sweep
 
 sweep = load_sweep(results_dir, profile)
 if sweep is not None:

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..config import Config, from_dict
 from ..data.benchmark import Task
 from ..data.prompts import Prompt
 from ..losses import mask_loss
 from ..models.decoder import embed_prompts, group_by_kind
 from ..models.sam import SamModel
+from ..schema import from_dict
+
+if TYPE_CHECKING:  # the config sits above the methods (it validates method names and options)
+    from ..config import Config
 
 
 @dataclass

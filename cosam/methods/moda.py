@@ -61,17 +61,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import distributed
-from ..config import Config
+from ..accel import Accel
 from ..data.benchmark import Task
 from ..data.prompts import Prompt
 from ..errors import CheckpointError, ConfigError
+from ..features import BlockInputCache, SampleStore, feature_cache_dir
 from ..models.tiny_vit import TinyViT
 from ..models.tokens import TokenReader, capture, capture_kv
 from .base import Experience, NoOptions, Strategy
@@ -79,6 +80,9 @@ from .decoder_tuning import DecoderTuning
 from .hq import HQOptions, HQSequential
 from .replay import select_buffer
 from .sam_adapter import SamAdapter, SamAdapterOptions
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +201,7 @@ class MoDA(Strategy):
             cfg, method_options={k: v for k, v in cfg.method_options.items() if k in base_fields}
         )
         self.base: Strategy = self.Base(model, base_cfg)
-        self.reader = self._new_reader()
+        self.reader = self.new_reader()
         self.router: Optional[nn.Module] = None
         self._init_state = _clone_state(self.base.method_state()["modules"])
         self.pool: List[Dict[str, Tensor]] = []
@@ -227,7 +231,7 @@ class MoDA(Strategy):
         """Where the frozen SAM model lives (the engine moves it to the run's device)."""
         return next(self.model.parameters()).device
 
-    def _new_reader(self) -> TokenReader:
+    def new_reader(self) -> TokenReader:
         """Tokens (and stage projections) at their seeded initial values, frozen."""
         gen = torch.Generator().manual_seed(10_007 * int(self.cfg.seed) + 4242)
         return (
@@ -250,7 +254,7 @@ class MoDA(Strategy):
         return self.base.training_samples(exp)
 
     def before_task(self, exp: Experience) -> None:
-        self._flush_routes()
+        self.flush_routes()
         self._use(None)  # every adapter starts from the base's initial state
         self.base.before_task(exp)
 
@@ -263,7 +267,7 @@ class MoDA(Strategy):
         self._loaded = len(self.pool) - 1
         t0 = time.perf_counter()
         if len(self.pool) >= 2:
-            self._train_router()
+            self.retrain_router()
         self.router_seconds.append(time.perf_counter() - t0)
 
     # ---- model ------------------------------------------------------------------------------
@@ -366,8 +370,6 @@ class MoDA(Strategy):
     # ---- queries and routing ---------------------------------------------------------------------
     def _sample_store(self):
         if self._store is None:
-            from ..features import SampleStore
-
             self._store = SampleStore(self.model.image_size, self.cfg.data.allow_nonbinary_masks)
         return self._store
 
@@ -380,11 +382,7 @@ class MoDA(Strategy):
         """Captured block inputs of ``samples`` (from the disk cache, or one encoder pass)."""
         if self.token_cache == "disk":
             if self._block_cache is None:
-                from ..accel import Accel
-                from ..engine import feature_cache_dir
-                from ..features import BlockInputCache
-
-                # per thread count on the CPU, like the feature cache (engine.feature_cache_dir)
+                # per thread count on the CPU, like the feature cache (features.feature_cache_dir)
                 self._block_cache = BlockInputCache(
                     feature_cache_dir(self.cfg, Accel(torch.device(self.device))),
                     self.model,
@@ -426,7 +424,7 @@ class MoDA(Strategy):
             return torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return self.router(q.float()).argmax(-1)
 
-    def _train_router(self) -> None:
+    def retrain_router(self) -> None:
         """Retrain the router (and the tokens, if trainable) on the buffers of every seen task."""
         step = len(self.pool)
         gen = torch.Generator().manual_seed(1_000_003 * int(self.cfg.seed) + 7919 * step + 99)
@@ -438,7 +436,7 @@ class MoDA(Strategy):
         # Router and tokens restart from their initial values at every retraining (the released
         # code builds new ones each task), so the router after task t depends only on the buffers
         # of tasks 0..t: cosam.ablation re-routes a finished pool exactly.
-        self.reader = self._new_reader()
+        self.reader = self.new_reader()
         self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), gen).to(
             self.device
         )
@@ -500,9 +498,9 @@ class MoDA(Strategy):
         self.base.after_eval()
         if distributed.info().enabled:
             self._routes = [r for part in distributed.gather_objects(self._routes) for r in part]
-        self._flush_routes()
+        self.flush_routes()
 
-    def _flush_routes(self) -> None:
+    def flush_routes(self) -> None:
         """Summarise the routes of the evaluation that just ran into ``router_log``."""
         if not self._routes:
             return
@@ -538,7 +536,7 @@ class MoDA(Strategy):
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def method_state(self) -> Dict[str, Any]:
-        self._flush_routes()
+        self.flush_routes()
         return {
             "modules": self.base.method_state()["modules"],
             "pool": self.pool,
@@ -592,7 +590,7 @@ class MoDA(Strategy):
         }
 
     def artifacts(self) -> Dict[str, Any]:
-        self._flush_routes()
+        self.flush_routes()
         final = self.router_log[-1] if self.router_log else None
         return {
             "router": {
