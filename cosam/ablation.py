@@ -26,6 +26,7 @@ from .config import Config, from_dict, merge, validate
 from .errors import CosamError
 from .io import read_json, write_json
 from .metrics import TaskMatrix
+from .rundir import RunDir
 
 
 def variant_name(options: Mapping[str, Any]) -> str:
@@ -83,7 +84,7 @@ def reroute(
         )
     if steps not in ("last", "all"):
         raise CosamError(f"steps={steps!r}; valid: last, all")
-    if not (run_dir / "DONE").exists():
+    if not RunDir(run_dir).is_done():
         raise CosamError(f"{run_dir} is not a finished run; run it first")
     meta = read_json(run_dir / "config.json")
     base_cfg = from_dict(Config, meta["config"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import hashlib
 import logging
 import os
@@ -48,6 +47,7 @@ from .methods.base import Batch, Strategy
 from .metrics import TaskMatrix, score_logits
 from .models.registry import build_sam, find_checkpoint
 from .models.sam import SamModel
+from .rundir import RunDir, RunLock
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +110,9 @@ def build_model(cfg: Config) -> SamModel:
     )
 
 
-def order_tag(cfg: Config) -> str:
-    o = cfg.data.order
-    return o if isinstance(o, str) and "," not in o else "custom"
-
-
 def run_dir_for(cfg: Config) -> Path:
-    """``<results_dir>/<profile>/<run_name>``; by default ``<method>-<order>-s<seed>``, with ``-val``
-    appended when the run is measured on the validation split."""
-    name = (
-        cfg.run_name
-        or f"{cfg.method}-{order_tag(cfg)}-s{cfg.seed}{'-val' if cfg.eval.split == 'val' else ''}"
-    )
-    return Path(cfg.results_dir) / cfg.profile / name
+    """The folder ``cfg`` writes (:meth:`cosam.rundir.RunDir.for_config`)."""
+    return RunDir.for_config(cfg).path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,37 +457,6 @@ def evaluate(
 # ---------------------------------------------------------------------------------------------
 
 
-class RunLock:
-    """An exclusive lock on a run folder: two processes never write one run."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-        self.fd: Optional[int] = None
-
-    def __enter__(self) -> "RunLock":
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError as exc:
-            raise CosamError(
-                f"cannot write the run folder {self.path.parent}: {exc.strerror or exc} "
-                f"(choose a writable results_dir)"
-            ) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise CosamError(
-                f"run folder {self.path.parent} is in use by another cosam process; wait for it or use another run_name"
-            ) from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-
-
 # Where a run is written and how it reports progress never change its numbers. ``threads`` does
 # (torch's CPU kernels split reductions by thread), but the config's value may be None ("torch's
 # default"), so the thread count actually used is compared instead (run_identity: "threads").
@@ -726,8 +685,9 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
         torch.set_num_threads(cfg.threads)
     accel = setup_accel(cfg)
     me = distributed.init(accel.device)
-    run_dir = run_dir_for(cfg)
-    done = run_dir / "DONE"
+    rd = RunDir.for_config(cfg)
+    run_dir = rd.path
+    done = rd.done_path
     ctx = ctx or Context()
     method_cls = get_method(cfg.method)
     t_start = time.perf_counter()
@@ -817,16 +777,7 @@ def _ensure_model(cfg: Config, ctx: Context, accel: Accel = CPU) -> None:
 
 def _remove_if_empty(run_dir: Path) -> None:
     """After a failure, remove a run folder that holds no finished step (no partial result)."""
-    state = run_dir / "state"
-    if (run_dir / "DONE").exists() or list(state.glob("step_*.pt")):
-        return
-    for name in ("config.json", ".lock"):
-        (run_dir / name).unlink(missing_ok=True)
-    for d in (state, run_dir):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
+    RunDir(run_dir).remove_if_empty()
 
 
 def _run_locked(
@@ -839,14 +790,14 @@ def _run_locked(
     t_start: float,
     identity: Dict[str, Any],
 ) -> Path:
-    state_dir = run_dir / "state"
+    rd = RunDir(run_dir)
     me, accel = distributed.info(), ctx.accel
     if force and me.is_main:
-        for p in list(state_dir.glob("step_*.pt")) + [run_dir / "DONE"]:
-            p.unlink(missing_ok=True)
+        rd.drop_steps()
+        rd.done_path.unlink(missing_ok=True)
     distributed.barrier()
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists() and list(state_dir.glob("step_*.pt")):
+    cfg_path = rd.config_path
+    if cfg_path.exists() and rd.steps():
         check_reusable(run_dir, cfg, identity, "unfinished")
     root = bench.root
     model, cache, store = ctx.model, ctx.cache, ctx.store
@@ -884,7 +835,7 @@ def _run_locked(
     matrix = TaskMatrix(tasks, bench.probe.name if bench.probe is not None else None)
     timing: Dict[str, Any] = {"encode_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "steps": []}
     start_step = 0
-    ckpts = sorted(state_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    ckpts = [rd.step_path(t) for t in rd.steps()]
     if ckpts:
         try:
             state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
@@ -931,7 +882,7 @@ def _run_locked(
         if not me.is_main:
             return
         torch_save(
-            state_dir / f"step_{step}.pt",
+            rd.step_path(step),
             {
                 "strategy": strategy.method_state(),
                 "matrix": matrix.to_dict(),
@@ -940,9 +891,7 @@ def _run_locked(
             },
         )
         faults.point("checkpoint")
-        for old in state_dir.glob("step_*.pt"):
-            if int(old.stem.split("_")[1]) < step:
-                old.unlink(missing_ok=True)
+        rd.drop_steps(below=step)
 
     # Step 0 is the evaluation before any training (the zero-shot row).
     if start_step == 0:
@@ -1040,4 +989,4 @@ def _write_results(
     faults.point("write")
     for name, obj in strategy.artifacts().items():
         write_json(run_dir / f"{name}.json", obj)
-    (run_dir / "DONE").write_text("finished\n")
+    RunDir(run_dir).mark_done()

@@ -34,6 +34,7 @@ from .methods.base import Strategy
 from .metrics import score_logits
 from .models.registry import build_sam
 from .models.sam import SamModel
+from .rundir import RunDir
 
 
 @dataclass
@@ -82,7 +83,7 @@ def benchmark_of(run_dir: Path) -> Benchmark:
 
 def saved_steps(run_dir: Path) -> List[int]:
     """Steps whose state file exists (normally only the last: the engine deletes older ones)."""
-    return sorted(int(p.stem.split("_")[1]) for p in (Path(run_dir) / "state").glob("step_*.pt"))
+    return RunDir(run_dir).steps()
 
 
 def load_state(run_dir: Path, step: Union[str, int] = "last") -> Tuple[Dict[str, Any], int]:
@@ -101,7 +102,7 @@ def load_state(run_dir: Path, step: Union[str, int] = "last") -> Tuple[Dict[str,
             f"{run_dir} keeps the state of step {', '.join(map(str, steps))} only (the engine deletes "
             f"older steps' state after each checkpoint), so step {want} cannot be inspected"
         )
-    path = run_dir / "state" / f"step_{want}.pt"
+    path = RunDir(run_dir).step_path(want)
     try:
         return torch.load(path, map_location="cpu", weights_only=False), want
     except Exception as exc:

@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from .config import parse_value
 from .errors import ConfigError
 from .io import write_json
-from .sweep import MANIFEST, Combo, RunOutcome, SweepSpec, aggregate, last_step, run_busy
+from .rundir import RunDir
+from .sweep import MANIFEST, Combo, RunOutcome, SweepSpec, aggregate
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +184,17 @@ def launch_sweep(
     queue: List[Tuple[Combo, Path, str]] = []
     for combo in combos:
         rd = spec.run_dir(combo)
-        if (rd / "DONE").exists() and not force:
+        if RunDir(rd).is_done() and not force:
             outcomes[combo] = RunOutcome(combo, rd, "reused")
-        elif run_busy(rd):
+        elif RunDir(rd).busy():
             outcomes[combo] = RunOutcome(combo, rd, "busy", error="locked by another process")
         else:
             queue.append(
-                (combo, rd, "resumed" if last_step(rd) is not None and not force else "ran")
+                (
+                    combo,
+                    rd,
+                    "resumed" if RunDir(rd).last_step() is not None and not force else "ran",
+                )
             )
     for combo, oc in outcomes.items():
         echo(f"{combo.name}: {oc.status}")
@@ -216,7 +221,7 @@ def launch_sweep(
                 oc = RunOutcome(
                     combo,
                     rd,
-                    "busy" if run_busy(rd) else "failed",
+                    "busy" if RunDir(rd).busy() else "failed",
                     error=(text[-1] if text else type(exc).__name__)[:500],
                 )
             oc.wall_s = time.perf_counter() - t0

@@ -13,6 +13,7 @@ The layers, lowest first (a module may import from its own layer or any lower on
     features  the frozen-encoder caches (data + models)
     methods   cosam.methods.*
     config    the typed config (it checks method names and options, so it sits above them)
+    runs      rundir (a run folder: name, lock, saved steps, DONE)
     engine    engine (fit, evaluate, run), inspect (finished runs)
     analyses  ablation, analysis (re-evaluate finished runs through the engine)
     results   report, claims, diagrams
@@ -58,6 +59,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("features", ("cosam.features",)),
     ("methods", ("cosam.methods",)),
     ("config", ("cosam.config",)),
+    ("runs", ("cosam.rundir",)),
     ("engine", ("cosam.engine", "cosam.inspect")),
     ("analyses", ("cosam.ablation", "cosam.analysis")),
     ("results", ("cosam.report", "cosam.claims", "cosam.diagrams")),

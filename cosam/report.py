@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .io import portable, read_json
 from .metrics import TaskMatrix, fmt1, fmt_pct
+from .rundir import RunDir
 
 
 @dataclass
@@ -50,7 +51,7 @@ class RunRecord:
 
 def load_run(path: Path) -> RunRecord:
     path = Path(path)
-    if not (path / "DONE").exists():
+    if not RunDir(path).is_done():
         raise FileNotFoundError(f"{path} is not a finished run (no DONE file); run it first")
     return RunRecord(
         path,

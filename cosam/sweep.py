@@ -28,11 +28,8 @@ Std is the **sample** standard deviation over seeds (``ddof=1``); with one seed 
 from __future__ import annotations
 
 import csv
-import fcntl
 import logging
 import math
-import os
-import re
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -56,6 +53,7 @@ from .io import (
 from .metrics import fmt1
 from .published import CITATION, COLUMNS, HEADERS, SETTING, published_rows
 from .report import RunRecord, data_label, load_run, markdown_table, summary_rows
+from .rundir import RunDir, parse_run_name, run_name
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +94,7 @@ class Combo:
 
     @property
     def name(self) -> str:
-        return f"{self.method}-{self.order}-s{self.seed}"
+        return run_name(self.method, self.order, self.seed)
 
 
 @dataclass
@@ -168,9 +166,7 @@ class SweepSpec:
         return make_config(self.profile, o, self.dotted)
 
     def run_dir(self, combo: Combo) -> Path:
-        from .engine import run_dir_for
-
-        return run_dir_for(self.config(combo))
+        return RunDir.for_config(self.config(combo)).path
 
     def default_out(self) -> Path:
         """``<results_dir>/<profile>/sweep``."""
@@ -261,32 +257,6 @@ def sweep_commands(spec: SweepSpec, force: bool = False, python: str = "python")
 # ---------------------------------------------------------------------------------------------
 
 
-def run_busy(run_dir: Path) -> bool:
-    """Whether another process holds the lock of ``run_dir`` (a run in progress there)."""
-    lock = Path(run_dir) / ".lock"
-    if not lock.exists():
-        return False
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def last_step(run_dir: Path) -> Optional[int]:
-    """The last checkpointed step of an unfinished run (``state/step_<t>.pt``), None if none."""
-    steps = [int(p.stem.split("_")[1]) for p in (Path(run_dir) / "state").glob("step_*.pt")]
-    return max(steps) if steps else None
-
-
 @dataclass
 class RunOutcome:
     """What one combination did in this sweep process."""
@@ -326,23 +296,23 @@ def run_sweep(
     outcomes: List[RunOutcome] = []
     for i, combo in enumerate(combos, 1):
         cfg = spec.config(combo)
-        from .engine import run_dir_for
-
-        rd = run_dir_for(cfg)
+        rd = RunDir.for_config(cfg).path
         before = (
             "reused"
-            if (rd / "DONE").exists() and not force
-            else ("resumed" if last_step(rd) is not None and not force else "ran")
+            if RunDir(rd).is_done() and not force
+            else ("resumed" if RunDir(rd).last_step() is not None and not force else "ran")
         )
         t0 = time.perf_counter()
-        if run_busy(rd):
+        if RunDir(rd).busy():
             oc = RunOutcome(combo, rd, "busy", error="locked by another process")
         else:
             try:
                 run(cfg, force=force, ctx=ctx)
                 oc = RunOutcome(combo, rd, before)
             except CosamError as exc:
-                oc = RunOutcome(combo, rd, "busy" if run_busy(rd) else "failed", error=str(exc))
+                oc = RunOutcome(
+                    combo, rd, "busy" if RunDir(rd).busy() else "failed", error=str(exc)
+                )
             except Exception as exc:  # one broken run must not cost the rest of a long sweep
                 log.exception("%s failed", combo.name)
                 oc = RunOutcome(combo, rd, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -419,7 +389,7 @@ def collect(
     missing: List[Missing] = []
     for combo in spec.combos():
         rd = spec.run_dir(combo)
-        if (rd / "DONE").exists():
+        if RunDir(rd).is_done():
             try:
                 rec = load_run(rd)
             except (OSError, ValueError, KeyError) as exc:
@@ -437,11 +407,13 @@ def collect(
                 )
                 continue
             done[combo] = rec
-        elif run_busy(rd):
+        elif RunDir(rd).busy():
             missing.append(Missing(combo, rd, "running"))
-        elif last_step(rd) is not None:
+        elif RunDir(rd).last_step() is not None:
             missing.append(
-                Missing(combo, rd, f"interrupted after step {last_step(rd)}; rerun to resume")
+                Missing(
+                    combo, rd, f"interrupted after step {RunDir(rd).last_step()}; rerun to resume"
+                )
             )
         else:
             missing.append(Missing(combo, rd, "not started"))
@@ -741,11 +713,6 @@ def aggregate(
     return SweepTables(out, spec, records, missing, per_seed, summary, sensitivity, md)
 
 
-_RUN_NAME = re.compile(
-    r"^(?P<method>.+)-(?P<order>" + "|".join(NAMED_ORDERS) + r")-s(?P<seed>\d+)$"
-)
-
-
 def discover(results_dir: Path, profile: str) -> Tuple[List[str], List[int], List[str]]:
     """Methods, seeds and orders of the ``<method>-<order>-s<seed>`` folders under
     ``<results_dir>/<profile>`` (any state), for aggregating without a sweep manifest."""
@@ -754,11 +721,11 @@ def discover(results_dir: Path, profile: str) -> Tuple[List[str], List[int], Lis
     methods, seeds, orders = set(), set(), set()
     base = Path(results_dir) / profile
     for d in sorted(base.iterdir()) if base.is_dir() else []:
-        m = _RUN_NAME.match(d.name)
-        if d.is_dir() and m and is_method(m["method"]):
-            methods.add(m["method"])
-            seeds.add(int(m["seed"]))
-            orders.add(m["order"])
+        n = parse_run_name(d.name)  # validation runs (-val) are not part of a sweep's test results
+        if d.is_dir() and n and not n.val and is_method(n.method):
+            methods.add(n.method)
+            seeds.add(n.seed)
+            orders.add(n.order)
     named = [
         m for m in METHODS if m in methods
     ]  # registry order, then combinations (base+plugin) sorted

@@ -24,7 +24,8 @@ import cosam.engine as engine
 from cosam.config import make_config
 from cosam.errors import ConfigError
 from cosam.methods import get_method
-from cosam.sweep import _RUN_NAME, SweepSpec, discover
+from cosam.rundir import parse_run_name
+from cosam.sweep import SweepSpec, discover
 
 REPO = Path(__file__).resolve().parents[1]
 ORDER = "BSData,CAMO,Polyp"
@@ -315,9 +316,16 @@ def test_combination_options_are_the_parts_options():
 
 
 def test_combination_in_run_folders_sweeps_and_profiles(tmp_path):
-    m = _RUN_NAME.match("decoder_tuning+ewc-shuffled-s3")
-    assert m and (m["method"], m["order"], m["seed"]) == ("decoder_tuning+ewc", "shuffled", "3")
-    for name in ("decoder_tuning+ewc-paper-s0", "ewc-paper-s1", "zeroshot+ewc-paper-s0"):
+    n = parse_run_name("decoder_tuning+ewc-shuffled-s3")
+    assert n == ("decoder_tuning+ewc", "shuffled", 3, False)
+    assert parse_run_name("ewc-paper-s2-val") == ("ewc", "paper", 2, True)
+    assert parse_run_name("ewc-custom-s0") is None  # a custom order is not part of a sweep
+    for name in (
+        "decoder_tuning+ewc-paper-s0",
+        "ewc-paper-s1",
+        "zeroshot+ewc-paper-s0",
+        "ewc-reverse-s7-val",  # a validation run: not part of a sweep's results
+    ):
         (tmp_path / "smoke" / name).mkdir(parents=True)
     assert discover(tmp_path, "smoke") == (["ewc", "decoder_tuning+ewc"], [0, 1], ["paper"])
     SweepSpec(

@@ -14,8 +14,9 @@ import pytest
 
 from cosam.config import make_config
 from cosam.data import build_benchmark, make_synthetic_benchmark
-from cosam.engine import RunLock, run, run_dir_for
+from cosam.engine import run, run_dir_for
 from cosam.errors import ConfigError, CosamError
+from cosam.rundir import RunLock
 
 REPO = Path(__file__).resolve().parents[1]
 ORDER = "BSData,CAMO,Polyp"
