@@ -98,6 +98,11 @@ def make_portable(executed: Path) -> None:
 
 #: A code cell with this tag keeps its code in the HTML report (every other cell shows results only).
 SHOW_TAG = "show"
+#: wide tables scroll sideways inside the page instead of being cut at its right edge
+WIDE_TABLES = (
+    "<style>.jp-RenderedHTMLCommon table, .jp-RenderedMarkdown table "
+    "{display: block; max-width: 100%; overflow-x: auto;}</style>\n"
+)
 
 
 def to_html(executed: Path) -> Path:
@@ -117,6 +122,7 @@ def to_html(executed: Path) -> Path:
         TagRemovePreprocessor(remove_input_tags={"hide-input"}, enabled=True), enabled=True
     )
     body, _ = exporter.from_notebook_node(nb)
+    body = body.replace("</head>", WIDE_TABLES + "</head>", 1)
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
     return html
