@@ -120,6 +120,7 @@ ax.set_xticks(range(len(rows)), names, rotation=30, ha="right")
 ax.set_ylabel("image / mask pairs")
 ax.set_title(plots.title("Pairs per domain (training order, then the probe)", synthetic))
 ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+plt.show()
 # %% [markdown]
 # ## Sample images with their masks (test split; red = ground-truth foreground)
 

@@ -182,7 +182,7 @@ write_csv(
     [dict(r, seed=rec.meta["config"]["seed"]) for rec, r in zip(records, summary_rows(records))],
 )
 display(Markdown(f"**Ours** — {label}\n\n" + markdown_table(plots.table2_rows(stats))))
-plots.summary_bars(stats, name=plots.title("Last / Avg / FF IoU per method", synthetic))
+ax = plots.summary_bars(stats, name=plots.title("Last / Avg / FF IoU per method", synthetic))
 # %%
 # Methods evaluated on fewer test images (SAM-Adapter in the cpu profile: the encoder runs at every
 # evaluation) are compared with every other method re-scored on the same images.

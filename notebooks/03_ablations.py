@@ -153,7 +153,7 @@ display(
         )
     )
 )
-plots.ablation_bars(rows, name=plots.title(f"{method}: router ablations", synthetic))
+fig = plots.ablation_bars(rows, name=plots.title(f"{method}: router ablations", synthetic))
 # %% [markdown]
 # ## Conclusions
 
@@ -167,30 +167,41 @@ lines = [
 ]
 best = max(rows, key=lambda r: r["router_accuracy"])
 worst = min(rows, key=lambda r: r["router_accuracy"])
-lines.append(
-    f"- Most accurate router: {best['variant']} ({100 * best['router_accuracy']:.1f}%); least: "
-    f"{worst['variant']} ({100 * worst['router_accuracy']:.1f}%, Last-IoU {100 * worst['last_iou']:.1f}%)."
-)
 spread = 100 * (max(r["last_iou"] for r in rows) - min(r["last_iou"] for r in rows))
-lines.append(
-    f"- Across variants Last-IoU spans {spread:.1f} points and router accuracy "
-    f"{100 * (best['router_accuracy'] - worst['router_accuracy']):.1f} points."
-)
-opposite = [
-    r["variant"]
-    for r in rows[1:]
-    if (r["router_accuracy"] - default["router_accuracy"]) * (r["last_iou"] - default["last_iou"])
-    < 0
-]
-if opposite:
+acc_spread = 100 * (best["router_accuracy"] - worst["router_accuracy"])
+if spread < 0.05 and acc_spread < 0.05:  # every variant ties: nothing to rank
     lines.append(
-        f"- In {len(opposite)} of {len(rows) - 1} variants router accuracy and Last-IoU move in opposite "
-        f"directions against the default ({', '.join(opposite)}): router accuracy alone does not "
-        f"predict Last-IoU here."
+        f"- Every variant ends with router accuracy {100 * default['router_accuracy']:.1f}% and "
+        f"Last-IoU {100 * default['last_iou']:.1f}%: on these tasks the variants cannot be told "
+        "apart (an ablation needs tasks the router can confuse)."
     )
-for r in rows[1:]:
+else:
     lines.append(
-        f"- {r['variant']}: router accuracy {100 * (r['router_accuracy'] - default['router_accuracy']):+.1f} points, "
-        f"Last-IoU {100 * (r['last_iou'] - default['last_iou']):+.1f} points vs the default."
+        f"- Most accurate router: {best['variant']} ({100 * best['router_accuracy']:.1f}%); least: "
+        f"{worst['variant']} ({100 * worst['router_accuracy']:.1f}%, "
+        f"Last-IoU {100 * worst['last_iou']:.1f}%)."
     )
+    lines.append(
+        f"- Across variants Last-IoU spans {spread:.1f} points and router accuracy "
+        f"{acc_spread:.1f} points."
+    )
+    opposite = [
+        r["variant"]
+        for r in rows[1:]
+        if (r["router_accuracy"] - default["router_accuracy"])
+        * (r["last_iou"] - default["last_iou"])
+        < 0
+    ]
+    if opposite:
+        lines.append(
+            f"- In {len(opposite)} of {len(rows) - 1} variants router accuracy and Last-IoU move "
+            f"in opposite directions against the default ({', '.join(opposite)}): router accuracy "
+            "alone does not predict Last-IoU here."
+        )
+    for r in rows[1:]:
+        lines.append(
+            f"- {r['variant']}: router accuracy "
+            f"{100 * (r['router_accuracy'] - default['router_accuracy']):+.1f} points, "
+            f"Last-IoU {100 * (r['last_iou'] - default['last_iou']):+.1f} points vs the default."
+        )
 display(Markdown("\n".join(lines)))

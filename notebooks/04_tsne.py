@@ -137,6 +137,7 @@ for ax, (name, r) in zip(axes, result.items()):
     )
 axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
 fig.suptitle(plots.title("t-SNE of test images, coloured by domain", synthetic))
+plt.show()
 # %% [markdown]
 # ## Conclusions
 

@@ -94,6 +94,17 @@ def n_images(nb: Any) -> int:
         and {"image/png", "image/jpeg"} & set(o.get("data", {}))
     ]
     assert not twice, f"a figure is the value of a cell and is shown twice: {twice}"
+    reprs = [
+        o["data"]["text/plain"][:60]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "execute_result"
+        and o.get("data", {})
+        .get("text/plain", "")
+        .startswith(("<matplotlib", "<Axes", "<Figure", "Text("))
+    ]
+    assert not reprs, f"a plotting call's return value is printed in the report: {reprs}"
     return sum(
         1
         for c in nb.cells
