@@ -357,13 +357,9 @@ def make_eval_sets(
         prefill_cache(
             cache,
             store,
-            [
-                s
-                for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])
-                for s in t.eval_samples(split)
-            ],
+            [s for t in bench.with_probe() for s in t.eval_samples(split)],
         )
-    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
+    for task in bench.with_probe():
         samples = list(task.eval_samples(split))
         items = [store.get(s) for s in samples]
         es = EvalSet(
@@ -490,7 +486,7 @@ def data_fingerprint(bench: Benchmark) -> str:
     """
     h = hashlib.sha1()
     split = bench.eval_split
-    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
+    for task in bench.with_probe():
         for part, samples in (("train", task.train), (split, task.eval_samples(split))):
             for s in samples:
                 h.update(f"{task.name}/{part}/{s.name}\n".encode())
@@ -737,7 +733,7 @@ def prepare(cfg: Config, ctx: Context, accel: Accel = CPU) -> Benchmark:
     bench = _benchmark(cfg)
     _ensure_model(cfg, ctx, accel)
     assert ctx.store is not None
-    for task in list(bench.tasks) + ([bench.probe] if bench.probe is not None else []):
+    for task in bench.with_probe():
         for sample in list(task.train) + list(task.eval_samples(bench.eval_split)):
             ctx.store.get(sample)
     return bench

@@ -179,10 +179,7 @@ def predict_examples(
     """
     strategy, bench, _ = load_strategy(run_dir, step, model)
     cfg = strategy.cfg
-    ids = {
-        t.name: t.task_id
-        for t in list(bench.tasks) + ([bench.probe] if bench.probe is not None else [])
-    }
+    ids = {t.name: t.task_id for t in bench.with_probe()}
     unknown = sorted({s.domain for s in samples} - set(ids))
     if unknown:
         raise CosamError(

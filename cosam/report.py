@@ -242,7 +242,7 @@ def restrict_to_subset(full: RunRecord, subset: RunRecord) -> RunRecord:
 
     def names(rec: RunRecord) -> Dict[str, List[str]]:
         b = benchmark_of(rec.path)
-        sets = list(b.tasks) + ([b.probe] if b.probe is not None else [])
+        sets = b.with_probe()
         return {t.name: [s.name for s in t.test] for t in sets}
 
     fn, sn = names(full), names(subset)

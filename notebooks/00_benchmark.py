@@ -126,7 +126,7 @@ plt.show()
 
 # %%
 grid = []
-for task in list(full.tasks) + ([full.probe] if full.probe is not None else []):
+for task in full.with_probe():
     grid.append((task.name, [load_pair(s) for s in task.test[:n_per_domain]]))
 plots.show_jpeg(plots.sample_grid(grid, plots.title("Samples per domain", synthetic)))
 

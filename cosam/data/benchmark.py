@@ -68,9 +68,13 @@ class Benchmark:
     synthetic: bool
     eval_split: str = "test"
 
+    def with_probe(self) -> list[Task]:
+        """The tasks in training order, then the probe if there is one."""
+        return list(self.tasks) + ([self.probe] if self.probe is not None else [])
+
     def summary(self) -> list[dict[str, Any]]:
         """One row per task in order, then the probe: name, task_id, n_train, n_val, n_test."""
-        rows = list(self.tasks) + ([self.probe] if self.probe is not None else [])
+        rows = self.with_probe()
         return [
             {
                 "name": t.name,
