@@ -455,3 +455,21 @@ def test_hq_branch_reproduces_sam_random_weights(random_vit_t: SamModel) -> None
 def test_hq_branch_reproduces_sam_pretrained(vit_t_512: SamModel) -> None:
     """The same invariant with the real vit_t weights at 512 px."""
     _hq_invariant(vit_t_512)
+
+
+def test_scatter_groups_puts_every_group_back_in_batch_order() -> None:
+    """The one "run per group, index_copy back" helper of decoding, L2P and MoDA's routing."""
+    from cosam.models.decoder import scatter_groups
+
+    x = torch.arange(12.0).reshape(6, 2)
+    groups = [torch.tensor([4, 1]), torch.tensor([0, 5, 2]), torch.tensor([3])]
+    seen = []
+
+    def run(ix: torch.Tensor) -> torch.Tensor:
+        seen.append(ix.tolist())
+        return x[ix] * 10
+
+    out = scatter_groups(6, groups, run)
+    assert torch.equal(out, x * 10) and seen == [[4, 1], [0, 5, 2], [3]]
+    with pytest.raises(AssertionError, match="no group"):
+        scatter_groups(3, [], run)

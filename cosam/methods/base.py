@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..data.benchmark import Task
 from ..data.prompts import Prompt
 from ..losses import mask_loss
-from ..models.decoder import embed_prompts, group_by_kind
+from ..models.decoder import embed_prompts, kind_groups, scatter_groups
 from ..models.sam import SamModel
 from ..schema import from_dict
 
@@ -147,18 +147,14 @@ class Strategy(nn.Module):
         bookkeeping) but never to choose a model at evaluation. ``samples`` (the images' files,
         at evaluation) lets a method look up per-image data of its own, e.g. MoDA's token inputs.
         """
-        out: Optional[Tensor] = None
-        for idx in group_by_kind(prompts):
+
+        def run(ix: Tensor) -> Tensor:
             sparse, dense = embed_prompts(
-                self.model.prompt_encoder, [prompts[i] for i in idx], emb.device
+                self.model.prompt_encoder, [prompts[i] for i in ix.tolist()], emb.device
             )
-            ix = torch.tensor(idx, device=emb.device)
-            logits = self.forward_masks(emb[ix], interm[ix], sparse, dense, task_ids[ix])
-            if out is None:
-                out = logits.new_zeros((len(prompts),) + logits.shape[1:])
-            out = out.index_copy(0, ix, logits)
-        assert out is not None
-        return out
+            return self.forward_masks(emb[ix], interm[ix], sparse, dense, task_ids[ix])
+
+        return scatter_groups(len(prompts), kind_groups(prompts, emb.device), run)
 
     def predict_images(
         self,

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..data.prompts import Prompt
 from ..errors import ConfigError
-from ..models.decoder import decode, embed_prompts, group_by_kind
+from ..models.decoder import decode, embed_prompts, kind_groups, scatter_groups
 from .base import Batch, Strategy
 
 INITS = ("sam", "reference")
@@ -125,14 +125,13 @@ class PromptStrategy(Strategy, abc.ABC):
     ) -> Tensor:
         tokens, match = self.select(self.query(emb), task_ids.to(emb.device))
         self._match = match
-        out: Optional[Tensor] = None
         pe = self.model.image_pe()
-        for idx in group_by_kind(prompts):
+
+        def run(ix: Tensor) -> Tensor:
             sparse, dense = embed_prompts(
-                self.model.prompt_encoder, [prompts[i] for i in idx], emb.device
+                self.model.prompt_encoder, [prompts[i] for i in ix.tolist()], emb.device
             )
-            ix = torch.tensor(idx, device=emb.device)
-            logits = decode(
+            return decode(
                 self.model.mask_decoder,
                 emb[ix],
                 pe,
@@ -141,11 +140,8 @@ class PromptStrategy(Strategy, abc.ABC):
                 extra_tokens=tokens[ix],
                 one_way=False,
             ).masks
-            if out is None:
-                out = logits.new_zeros((len(prompts),) + logits.shape[1:])
-            out = out.index_copy(0, ix, logits)
-        assert out is not None
-        return out
+
+        return scatter_groups(len(prompts), kind_groups(prompts, emb.device), run)
 
     def penalty(self, batch: Batch, logits: Tensor) -> Dict[str, Tensor]:
         w = float(getattr(self.opts, "key_match_weight", 0.0))

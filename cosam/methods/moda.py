@@ -73,6 +73,7 @@ from ..data.benchmark import Task
 from ..data.prompts import Prompt
 from ..errors import CheckpointError, ConfigError
 from ..features import BlockInputCache, SampleStore, feature_cache_dir
+from ..models.decoder import scatter_groups
 from ..models.tiny_vit import TinyViT
 from ..models.tokens import TokenReader, capture, capture_kv
 from .base import Experience, NoOptions, Strategy
@@ -356,16 +357,13 @@ class MoDA(Strategy):
 
     def _predict_routed(self, route: Tensor, task_ids: Tensor, run: Any) -> Tensor:
         self._routes.extend(zip(task_ids.tolist(), route.tolist()))
-        out: Optional[Tensor] = None
-        for j in route.unique().tolist():
-            ix = (route == j).nonzero().flatten()
-            self._use(j)
-            logits = run(ix)
-            if out is None:
-                out = logits.new_zeros((len(route),) + logits.shape[1:])
-            out = out.index_copy(0, ix, logits)
-        assert out is not None
-        return out
+        groups = [(route == j).nonzero().flatten() for j in route.unique().tolist()]
+
+        def run_adapter(ix: Tensor) -> Tensor:
+            self._use(int(route[ix[0]]))  # the group's adapter, loaded before its images run
+            return run(ix)
+
+        return scatter_groups(len(route), groups, run_adapter)
 
     # ---- queries and routing ---------------------------------------------------------------------
     def _sample_store(self):

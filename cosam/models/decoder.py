@@ -14,7 +14,7 @@ modules (same state dict). Extra tokens (HQ-SAM's output token, L2P prompts, ...
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
@@ -211,3 +211,30 @@ def group_by_kind(prompts: Sequence["Prompt"]) -> List[List[int]]:
     for i, p in enumerate(prompts):
         groups.setdefault(p.kind, []).append(i)
     return list(groups.values())
+
+
+def scatter_groups(n: int, groups: Iterable[Tensor], run: Callable[[Tensor], Tensor]) -> Tensor:
+    """Run ``run(ix)`` on each group of batch indices and put its rows back in batch order.
+
+    Arguments:
+      n: the batch size B.
+      groups: index tensors (each (b_g,), long) that together cover 0..B-1 once, e.g. the
+        images of one prompt kind or of one routed adapter.
+      run: maps a group's indices to its outputs (b_g, ...).
+
+    Returns:
+      (B, ...) the outputs of every group, row i from the group that holds i.
+    """
+    out: Optional[Tensor] = None
+    for ix in groups:
+        part = run(ix)
+        if out is None:
+            out = part.new_zeros((n,) + part.shape[1:])
+        out = out.index_copy(0, ix, part)
+    assert out is not None, "no group to run"
+    return out
+
+
+def kind_groups(prompts: Sequence["Prompt"], device: torch.device) -> List[Tensor]:
+    """:func:`group_by_kind` as index tensors on ``device`` (for :func:`scatter_groups`)."""
+    return [torch.tensor(idx, device=device) for idx in group_by_kind(prompts)]
