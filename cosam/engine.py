@@ -47,7 +47,7 @@ from .methods.base import Batch, Strategy
 from .metrics import TaskMatrix, score_logits
 from .models.registry import build_sam, find_checkpoint
 from .models.sam import SamModel
-from .rundir import RunDir, RunLock
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -683,11 +683,10 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
     me = distributed.init(accel.device)
     rd = RunDir.for_config(cfg)
     run_dir = rd.path
-    done = rd.done_path
     ctx = ctx or Context()
     method_cls = get_method(cfg.method)
     t_start = time.perf_counter()
-    if done.exists() and not force:
+    if rd.is_done() and not force:
         # reused only when everything that decides its numbers matches (config and identity)
         bench = _benchmark(cfg)
         _ensure_model(cfg, ctx, accel)
@@ -698,12 +697,12 @@ def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path
     bench = prepare(cfg, ctx, accel)  # every input is read and validated before anything is written
     assert ctx.model is not None
     identity = run_identity(bench, ctx.model, accel, method_cls)
-    with RunLock(run_dir) if me.is_main else contextlib.nullcontext():
+    with rd.lock() if me.is_main else contextlib.nullcontext():
         try:
             out = _run_locked(cfg, run_dir, force, ctx, bench, method_cls, t_start, identity)
         except BaseException:
-            if me.is_main:
-                _remove_if_empty(run_dir)
+            if me.is_main:  # no partial result: a folder without a finished step goes
+                rd.remove_if_empty()
             raise
     distributed.barrier()
     return out
@@ -769,11 +768,6 @@ def _ensure_model(cfg: Config, ctx: Context, accel: Accel = CPU) -> None:
             accel=accel,
             batch_size=16 if accel.is_cuda else 4,
         )
-
-
-def _remove_if_empty(run_dir: Path) -> None:
-    """After a failure, remove a run folder that holds no finished step (no partial result)."""
-    RunDir(run_dir).remove_if_empty()
 
 
 def _run_locked(

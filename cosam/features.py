@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -29,9 +29,7 @@ from .data.transforms import resize_eval
 from .errors import CosamError
 from .io import REPO_ROOT, torch_save
 from .models.sam import SamModel
-
-if TYPE_CHECKING:
-    from .config import Config
+from .schema import Config
 
 log = logging.getLogger(__name__)
 

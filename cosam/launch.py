@@ -184,18 +184,13 @@ def launch_sweep(
     queue: List[Tuple[Combo, Path, str]] = []
     for combo in combos:
         rd = spec.run_dir(combo)
-        if RunDir(rd).is_done() and not force:
+        status = RunDir(rd).plan(force)
+        if status == "reused":
             outcomes[combo] = RunOutcome(combo, rd, "reused")
         elif RunDir(rd).busy():
             outcomes[combo] = RunOutcome(combo, rd, "busy", error="locked by another process")
         else:
-            queue.append(
-                (
-                    combo,
-                    rd,
-                    "resumed" if RunDir(rd).last_step() is not None and not force else "ran",
-                )
-            )
+            queue.append((combo, rd, status))
     for combo, oc in outcomes.items():
         echo(f"{combo.name}: {oc.status}")
     running: List[Tuple[Any, Combo, Path, str, float]] = []

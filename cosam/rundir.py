@@ -18,13 +18,11 @@ import fcntl
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Union
 
 from .data.domains import NAMED_ORDERS
 from .errors import CosamError
-
-if TYPE_CHECKING:
-    from .config import Config
+from .schema import Config
 
 __all__ = ["RunDir", "RunLock", "RunName", "order_tag", "parse_run_name", "run_name"]
 
@@ -151,6 +149,15 @@ class RunDir:
         """The latest saved step, None if none."""
         steps = self.steps()
         return steps[-1] if steps else None
+
+    def plan(self, force: bool = False) -> str:
+        """What running this folder now would do: "reused" (finished), "resumed" (a saved step)
+        or "ran" (from the start; always with ``force``)."""
+        if force:
+            return "ran"
+        if self.is_done():
+            return "reused"
+        return "resumed" if self.last_step() is not None else "ran"
 
     def drop_steps(self, below: Optional[int] = None) -> None:
         """Delete saved steps (those below ``below``, or all)."""

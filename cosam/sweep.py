@@ -296,23 +296,18 @@ def run_sweep(
     outcomes: List[RunOutcome] = []
     for i, combo in enumerate(combos, 1):
         cfg = spec.config(combo)
-        rd = RunDir.for_config(cfg).path
-        before = (
-            "reused"
-            if RunDir(rd).is_done() and not force
-            else ("resumed" if RunDir(rd).last_step() is not None and not force else "ran")
-        )
+        folder = RunDir.for_config(cfg)
+        rd = folder.path
+        before = folder.plan(force)
         t0 = time.perf_counter()
-        if RunDir(rd).busy():
+        if folder.busy():
             oc = RunOutcome(combo, rd, "busy", error="locked by another process")
         else:
             try:
                 run(cfg, force=force, ctx=ctx)
                 oc = RunOutcome(combo, rd, before)
             except CosamError as exc:
-                oc = RunOutcome(
-                    combo, rd, "busy" if RunDir(rd).busy() else "failed", error=str(exc)
-                )
+                oc = RunOutcome(combo, rd, "busy" if folder.busy() else "failed", error=str(exc))
             except Exception as exc:  # one broken run must not cost the rest of a long sweep
                 log.exception("%s failed", combo.name)
                 oc = RunOutcome(combo, rd, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -389,7 +384,8 @@ def collect(
     missing: List[Missing] = []
     for combo in spec.combos():
         rd = spec.run_dir(combo)
-        if RunDir(rd).is_done():
+        folder = RunDir(rd)
+        if folder.is_done():
             try:
                 rec = load_run(rd)
             except (OSError, ValueError, KeyError) as exc:
@@ -407,14 +403,10 @@ def collect(
                 )
                 continue
             done[combo] = rec
-        elif RunDir(rd).busy():
+        elif folder.busy():
             missing.append(Missing(combo, rd, "running"))
-        elif RunDir(rd).last_step() is not None:
-            missing.append(
-                Missing(
-                    combo, rd, f"interrupted after step {RunDir(rd).last_step()}; rerun to resume"
-                )
-            )
+        elif (step := folder.last_step()) is not None:
+            missing.append(Missing(combo, rd, f"interrupted after step {step}; rerun to resume"))
         else:
             missing.append(Missing(combo, rd, "not started"))
     return done, missing

@@ -41,16 +41,18 @@ def test_names_round_trip_and_follow_the_config(tmp_path: Path) -> None:
 def test_steps_done_and_lock(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / "r")
     assert rd.steps() == [] and rd.last_step() is None and not rd.is_done() and not rd.busy()
+    assert rd.plan() == "ran"
     rd.state_dir.mkdir(parents=True)
     for t in (10, 2, 9):
         rd.step_path(t).write_bytes(b"x")
     (rd.state_dir / "step_x.pt").write_bytes(b"x")  # not a step file
     (rd.state_dir / "step_3.pt.tmp").write_bytes(b"x")  # an unfinished write
     assert rd.steps() == [2, 9, 10] and rd.last_step() == 10  # numeric, not lexical, order
+    assert rd.plan() == "resumed" and rd.plan(force=True) == "ran"
     rd.drop_steps(below=10)
     assert rd.steps() == [10]
     rd.mark_done()
-    assert rd.is_done()
+    assert rd.is_done() and rd.plan() == "reused" and rd.plan(force=True) == "ran"
     with rd.lock():
         # another process sees the run as busy, and cannot take the lock
         code = (

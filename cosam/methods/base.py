@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -29,10 +29,7 @@ from ..data.prompts import Prompt
 from ..losses import mask_loss
 from ..models.decoder import embed_prompts, kind_groups, scatter_groups
 from ..models.sam import SamModel
-from ..schema import from_dict
-
-if TYPE_CHECKING:  # the config sits above the methods (it validates method names and options)
-    from ..config import Config
+from ..schema import Config, from_dict
 
 
 @dataclass

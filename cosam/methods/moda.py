@@ -61,7 +61,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -76,14 +76,12 @@ from ..features import BlockInputCache, SampleStore, feature_cache_dir
 from ..models.decoder import scatter_groups
 from ..models.tiny_vit import TinyViT
 from ..models.tokens import TokenReader, capture, capture_kv
+from ..schema import Config
 from .base import Experience, NoOptions, Strategy
 from .decoder_tuning import DecoderTuning
 from .hq import HQOptions, HQSequential
 from .replay import select_buffer
 from .sam_adapter import SamAdapter, SamAdapterOptions
-
-if TYPE_CHECKING:
-    from ..config import Config
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import Tensor
 
-from . import fastpath
+from .fastpath import attend, enabled, project, project_kv, upscale
 
 if TYPE_CHECKING:  # the data package imports nothing from models; keep it that way
     from ..data.prompts import Prompt
@@ -93,24 +93,24 @@ def _two_way_split(
     for layer in t.layers:
         sa = layer.self_attn
         if layer.skip_first_layer_pe:
-            kv = fastpath.project_kv(sa, m, m)
-            m, r = fastpath.attend(sa, m, *kv), fastpath.attend(sa, r, *kv)
+            kv = project_kv(sa, m, m)
+            m, r = attend(sa, m, *kv), attend(sa, r, *kv)
         else:
             q = m + m_pe
-            kv = fastpath.project_kv(sa, q, m)
-            m, r = m + fastpath.attend(sa, q, *kv), r + fastpath.attend(sa, r + r_pe, *kv)
+            kv = project_kv(sa, q, m)
+            m, r = m + attend(sa, q, *kv), r + attend(sa, r + r_pe, *kv)
         m, r = layer.norm1(m), layer.norm1(r)
         ca = layer.cross_attn_token_to_image
-        kv = fastpath.project_kv(ca, keys + key_pe, keys)
-        m = layer.norm2(m + fastpath.attend(ca, m + m_pe, *kv))
-        r = layer.norm2(r + fastpath.attend(ca, r + r_pe, *kv))
+        kv = project_kv(ca, keys + key_pe, keys)
+        m = layer.norm2(m + attend(ca, m + m_pe, *kv))
+        r = layer.norm2(r + attend(ca, r + r_pe, *kv))
         m, r = layer.norm3(m + layer.mlp(m)), layer.norm3(r + layer.mlp(r))
         q = m + m_pe
         keys = layer.norm4(keys + layer.cross_attn_image_to_token(q=keys + key_pe, k=q, v=m))
     fa = t.final_attn_token_to_image
-    kv = fastpath.project_kv(fa, keys + key_pe, keys)
-    m = t.norm_final_attn(m + fastpath.attend(fa, m + m_pe, *kv))
-    r = t.norm_final_attn(r + fastpath.attend(fa, r + r_pe, *kv))
+    kv = project_kv(fa, keys + key_pe, keys)
+    m = t.norm_final_attn(m + attend(fa, m + m_pe, *kv))
+    r = t.norm_final_attn(r + attend(fa, r + r_pe, *kv))
     return m, r, keys
 
 
@@ -149,7 +149,7 @@ def decode(
         parts.append(extra)
     src = image_embeddings + dense
     pos = image_pe.expand(b, -1, -1, -1)
-    if not fastpath.enabled("readers"):
+    if not enabled("readers"):
         hs, keys = _two_way(md.transformer, src, pos, torch.cat(parts, dim=1), k if one_way else 0)
         extra_out = hs[:, hs.shape[1] - k :]
     elif one_way and k > 0:
@@ -161,13 +161,13 @@ def decode(
         extra_out = hs[:, hs.shape[1] - k :]
     src = keys.transpose(1, 2).reshape(src.shape)
     hyper = md.output_hypernetworks_mlps[0](hs[:, 1])
-    if not fastpath.enabled("layernorm"):
+    if not enabled("layernorm"):
         upscaled = md.output_upscaling(src)
         bb, c, h, w = upscaled.shape
         masks = (hyper.unsqueeze(1) @ upscaled.view(bb, c, h * w)).view(bb, 1, h, w)
     else:  # channels-last upscaled features (fused LayerNorm)
-        upscaled = fastpath.upscale(md.output_upscaling, src)
-        masks = fastpath.project(upscaled, hyper)
+        upscaled = upscale(md.output_upscaling, src)
+        masks = project(upscaled, hyper)
     iou = md.iou_prediction_head(hs[:, 0])[:, :1]
     return DecoderOutput(masks=masks, iou=iou, upscaled=upscaled, extra=extra_out)
 

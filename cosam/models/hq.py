@@ -25,7 +25,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from torch import Tensor, nn
 
-from . import fastpath
+from .fastpath import conv_ln_gelu, enabled, folded_conv3, folded_convt2, project
 
 
 class HQBranch(nn.Module):
@@ -81,24 +81,22 @@ class HQBranch(nn.Module):
           (B,1,4e,4e) HQ mask logits.
         """
         enc, vit, mf = self.embedding_encoder, self.compress_vit_feat, self.embedding_maskfeature
-        if not fastpath.enabled("fold"):
-            if not fastpath.enabled("layernorm"):
+        if not enabled("fold"):
+            if not enabled("layernorm"):
                 return self.reference_forward(hf_out, upscaled_sam, image_embeddings, interm)
-            hq = enc[3](fastpath.conv_ln_gelu(enc, image_embeddings)) + vit[3](
-                fastpath.conv_ln_gelu(vit, interm)
-            )
-            feat = upscaled_sam + mf[3](fastpath.conv_ln_gelu(mf, upscaled_sam)) + hq
-            return fastpath.project(feat, self.hf_mlp(hf_out))
+            hq = enc[3](conv_ln_gelu(enc, image_embeddings)) + vit[3](conv_ln_gelu(vit, interm))
+            feat = upscaled_sam + mf[3](conv_ln_gelu(mf, upscaled_sam)) + hq
+            return project(feat, self.hf_mlp(hf_out))
         # The last layer of each fusion path is linear and the mask is h · (sum of the paths):
         # fold h into those layers (one output channel instead of 32); see cosam.models.fastpath.
         h = self.hf_mlp(hf_out)
         up = upscaled_sam
-        if fastpath.enabled("layernorm"):
+        if enabled("layernorm"):
             up = up.contiguous(memory_format=torch.channels_last)
-        out = fastpath.project(up, h)
-        out = out + fastpath.folded_convt2(h, enc[3], fastpath.conv_ln_gelu(enc, image_embeddings))
-        out = out + fastpath.folded_convt2(h, vit[3], fastpath.conv_ln_gelu(vit, interm))
-        return out + fastpath.folded_conv3(h, mf[3], fastpath.conv_ln_gelu(mf, up))
+        out = project(up, h)
+        out = out + folded_convt2(h, enc[3], conv_ln_gelu(enc, image_embeddings))
+        out = out + folded_convt2(h, vit[3], conv_ln_gelu(vit, interm))
+        return out + folded_conv3(h, mf[3], conv_ln_gelu(mf, up))
 
     def reference_forward(
         self, hf_out: Tensor, upscaled_sam: Tensor, image_embeddings: Tensor, interm: Tensor
