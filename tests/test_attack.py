@@ -11,6 +11,7 @@ with ``setpriv`` (skipped where that is impossible).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -87,7 +88,9 @@ class Case:
     needs: str = ""
 
 
+@functools.lru_cache(maxsize=None)
 def _no_caps_prefix() -> Optional[List[str]]:
+    """The command prefix that makes chmod 000 bite (probed once; None where impossible)."""
     if os.geteuid() != 0:
         return []
     if shutil.which("setpriv") is None:
