@@ -314,3 +314,17 @@ def test_cli_run_and_unknown_method(
     assert main(["run", "--method", "nope", *args]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and all(m in err for m in METHODS)
+
+
+def test_default_profile_runs_on_generated_data_without_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh machine (no ../shared, no COSAM_DATA): the `cpu` profile's benchmark is generated
+    with enough training pairs for its validation carve (16) and still trains on 12 per domain."""
+    monkeypatch.delenv("COSAM_DATA", raising=False)
+    monkeypatch.setattr(engine, "REPO_ROOT", tmp_path / "repo")  # ../shared does not exist there
+    cfg = make_config("cpu", {"cache_dir": str(tmp_path / "cache")})
+    assert cfg.data.val_cap == 16 and cfg.data.root is None
+    bench = engine._benchmark(cfg)
+    assert bench.synthetic
+    assert all(len(t.train) == engine.SYNTHETIC_TRAIN and len(t.val) == 16 for t in bench.tasks)
