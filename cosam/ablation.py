@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, Optional
 from .config import Config, from_dict, merge, validate
 from .errors import CosamError
 from .io import read_json, write_json
-from .metrics import TaskMatrix
+from .matrix import TaskMatrix
 from .rundir import RunDir
 
 

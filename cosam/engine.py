@@ -42,9 +42,10 @@ from .data.transforms import large_scale_jitter
 from .errors import CheckpointError, ConfigError, CosamError
 from .features import FeatureCache, SampleStore, default_cache_dir, feature_cache_dir
 from .io import REPO_ROOT, provenance, read_json, torch_save, write_csv, write_json
+from .matrix import TaskMatrix
 from .methods import get_method
 from .methods.base import Batch, Strategy
-from .metrics import TaskMatrix, score_logits
+from .metrics import score_logits
 from .models.registry import build_sam, find_checkpoint
 from .models.sam import SamModel
 from .rundir import RunDir

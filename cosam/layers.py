@@ -9,7 +9,7 @@ tests/test_layers.py runs the same check.
 The layers, lowest first (a module may import from its own layer or any lower one)::
 
     base      errors io schema (the Config dataclasses) faults published accel distributed metrics
-              losses
+              matrix losses
     data      cosam.data.*
     models    cosam.models.*
     features  the frozen-encoder caches (data + models)
@@ -52,6 +52,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "cosam.accel",
             "cosam.distributed",
             "cosam.metrics",
+            "cosam.matrix",
             "cosam.losses",
             "cosam.layers",
         ),

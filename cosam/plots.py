@@ -25,7 +25,7 @@ from torch import Tensor
 from .data.benchmark import Benchmark
 from .data.domains import LAYOUTS
 from .data.prompts import Prompt
-from .metrics import TaskMatrix, fmt1
+from .matrix import TaskMatrix, fmt1
 from .published import COLUMNS, HEADERS
 from .report import RunRecord, summary_rows
 

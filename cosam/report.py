@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .io import portable, read_json
-from .metrics import TaskMatrix, fmt1, fmt_pct
+from .matrix import TaskMatrix, fmt1, fmt_pct
 from .rundir import RunDir
 
 

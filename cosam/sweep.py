@@ -50,7 +50,7 @@ from .io import (
     write_json,
     write_text,
 )
-from .metrics import fmt1
+from .matrix import fmt1
 from .published import CITATION, COLUMNS, HEADERS, SETTING, published_rows
 from .report import RunRecord, data_label, load_run, markdown_table, summary_rows
 from .rundir import RunDir, parse_run_name, run_name

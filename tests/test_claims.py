@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cosam.claims import CLAIMS, MIN_SEEDS, RESOLUTION, decide, interval, judge, judge_runs
-from cosam.metrics import TaskMatrix
+from cosam.matrix import TaskMatrix
 from cosam.report import RunRecord
 
 TASKS = ["A", "B"]

@@ -17,11 +17,10 @@ from cosam.losses import (
     sigmoid_bce_points,
     uncertain_points,
 )
+from cosam.matrix import TaskMatrix, fmt_pct
 from cosam.metrics import (
-    TaskMatrix,
     boundary_dilation,
     boundary_iou,
-    fmt_pct,
     iou,
     mask_boundary,
     score_logits,

@@ -19,7 +19,7 @@ from cosam.config import make_config
 from cosam.engine import run_dir_for, static_identity
 from cosam.errors import ConfigError
 from cosam.io import write_json
-from cosam.metrics import TaskMatrix
+from cosam.matrix import TaskMatrix
 from cosam.sweep import (
     Combo,
     SweepSpec,
