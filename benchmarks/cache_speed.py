@@ -20,15 +20,10 @@ import torch
 
 from cosam.config import make_config
 from cosam.data.benchmark import build_benchmark
-from cosam.engine import (
-    FeatureCache,
-    SampleStore,
-    TrainSource,
-    build_model,
-    resolve_data_root,
-    task_generator,
-)
+from cosam.engine import TrainSource, task_generator
+from cosam.features import FeatureCache, SampleStore
 from cosam.methods import get_method
+from cosam.resources import build_model, resolve_data_root
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from cosam import metrics  # noqa: E402
 from cosam.config import make_config  # noqa: E402
-from cosam.engine import Context, run  # noqa: E402
 from cosam.models.fastpath import reference_path  # noqa: E402
+from cosam.runner import Context, run  # noqa: E402
 
 
 def per_image(run_dir: Path) -> Dict[Tuple[str, str, str], Tuple[float, float]]:

@@ -30,11 +30,11 @@ sys.path.insert(0, str(REPO))
 
 from cosam.config import make_config  # noqa: E402
 from cosam.data.prompts import Prompt  # noqa: E402
-from cosam.engine import build_model  # noqa: E402
 from cosam.io import write_csv  # noqa: E402
 from cosam.methods import get_method  # noqa: E402
-from cosam.methods.moda import ROUTERS  # noqa: E402
+from cosam.methods.moda_router import ROUTERS  # noqa: E402
 from cosam.report import markdown_table  # noqa: E402
+from cosam.resources import build_model  # noqa: E402
 
 
 class _Task:
@@ -45,8 +45,7 @@ class _Task:
 def fill_pool(moda, n: int = 8) -> None:
     """A pool of ``n`` adapters and an ``n``-way router, as after the last task."""
     state = {k: v.clone() for k, v in moda.base.method_state()["modules"].items()}
-    moda.pool = [state for _ in range(n)]
-    moda.pool_tasks = [_Task(i) for i in range(n)]
+    moda.restore_pool([state for _ in range(n)], [_Task(i) for i in range(n)])
     moda.router = ROUTERS[moda.opts.router](
         moda.reader.query_dim, n, torch.Generator().manual_seed(0)
     ).to(moda.device)

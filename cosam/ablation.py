@@ -62,19 +62,20 @@ def reroute(
 
     Arguments:
       run_dir: a finished ``*_moda`` run (its ``state/step_T.pt`` holds the pool).
-      options: router options to change (keys of :class:`cosam.methods.moda.MoDAOptions` that do
+      options: router options to change (keys of :class:`cosam.methods.moda_router.MoDAOptions` that do
         not touch the adapters).
       steps: "last" (the final row: Last and final router accuracy) or "all" (every row: the
         whole matrix, so Avg and FF too).
-      ctx: an :class:`cosam.engine.Context` to share the model and caches between calls.
+      ctx: a :class:`cosam.runner.Context` to share the model and caches between calls.
+      force: recompute even when ``<run_dir>/ablations`` holds a result for these options.
 
     Returns a dict: ``options``, ``name``, ``summary`` (last_iou, last_biou, router_accuracy, and
     with steps="all" the full IoU/BIoU summary), ``per_task`` router accuracy, ``router_log``,
     ``router_seconds``, ``iou`` and ``biou`` of the final row.
     """
-    from .engine import Context, evaluate, make_eval_sets, prepare
-    from .methods import get_method
-    from .methods.replay import select_buffer
+    from .engine import evaluate, make_eval_sets
+    from .inspect import rebuild_strategy
+    from .runner import Context
 
     run_dir = Path(run_dir)
     bad = [k for k in options if k not in ROUTER_KEYS]
@@ -105,14 +106,10 @@ def reroute(
         ),
     )
     validate(cfg)
-    from .inspect import load_state
-
-    state = load_state(run_dir)[0]["strategy"]
     ctx = ctx or Context()
-    bench = prepare(cfg, ctx)
-    strategy = get_method(cfg.method)(ctx.model, cfg)
-    strategy.plan(bench.tasks)
-    tasks = [strategy._tasks[n] for n in state["pool_tasks"]]
+    strategy, bench, state = rebuild_strategy(run_dir, cfg, ctx)
+    by_name = {t.name: t for t in bench.tasks}  # the tasks the strategy was planned over
+    tasks = [by_name[n] for n in state["pool_tasks"]]
     pool = state["pool"]
     sets = make_eval_sets(bench, ctx.cache, ctx.store, encode_now=not strategy.needs_pixels)
     original = TaskMatrix.from_dict(read_json(run_dir / "matrix.json"))
@@ -129,14 +126,7 @@ def reroute(
     iou: Dict[str, float] = {}
     biou: Dict[str, float] = {}
     for t in range(first, len(pool) + 1):
-        strategy.pool = pool[:t]
-        strategy.pool_tasks = tasks[:t]
-        strategy.buffer = {
-            task.name: select_buffer(task, strategy.opts.buffer_size, cfg.seed)
-            for task in tasks[:t]
-        }
-        strategy.router = None
-        strategy._loaded = None
+        strategy.restore_pool(pool[:t], tasks[:t])  # with their buffers, no router
         t0 = time.perf_counter()
         if t >= 2:
             strategy.retrain_router()

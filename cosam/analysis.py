@@ -39,22 +39,17 @@ def gft_features(
     """GFT queries (final tokens of a finished ``*_moda`` run) and pooled encoder features of
     every test image (``per_domain`` caps the images per domain, in the benchmark's order)."""
     from .config import Config, from_dict
-    from .engine import Context, prepare
+    from .inspect import rebuild_strategy
     from .io import read_json
-    from .methods import get_method
+    from .runner import Context
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
     cfg = from_dict(Config, {**meta["config"], "progress": False})
     if not cfg.method.endswith("_moda"):
         raise ValueError(f"{run_dir} is a {cfg.method} run; the GFT analysis needs a MoDA run")
-    from .inspect import load_state
-
-    state = load_state(run_dir)[0]["strategy"]
     ctx = ctx or Context()
-    bench = prepare(cfg, ctx)
-    strategy = get_method(cfg.method)(ctx.model, cfg)
-    strategy.plan(bench.tasks)
+    strategy, bench, state = rebuild_strategy(run_dir, cfg, ctx)
     random_reader = strategy.new_reader()
     trained_reader = strategy.new_reader()
     trained_reader.load_state_dict(state["reader"])

@@ -41,6 +41,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .report import RunRecord, load_router, n_test_images, restrict_to_subset
+from .stats import fmt_mean_std, mean_std
 
 #: Points: the tables print one decimal, so no verdict turns on less than this.
 RESOLUTION: float = 0.1
@@ -175,14 +176,10 @@ def interval(values: Sequence[float], level: float = LEVEL) -> Tuple[float, floa
     Returns:
       (mean, std, low, high); std, low and high are NaN for fewer than two values.
     """
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if a.size == 0:
-        return (math.nan,) * 4
-    mean = float(a.mean())
-    if a.size < 2:
+    mean, std, n = mean_std([v for v in values if v is not None and math.isfinite(v)], ddof=1)
+    if n < 2:
         return mean, math.nan, math.nan, math.nan
-    std = float(a.std(ddof=1))
-    half = t_quantile(level, a.size - 1) * std / math.sqrt(a.size)
+    half = t_quantile(level, n - 1) * std / math.sqrt(n)
     return mean, std, mean - half, mean + half
 
 
@@ -260,8 +257,8 @@ def best_continual(runs: Runs, reference: Mapping[int, RunRecord]) -> Optional[s
         seeds = [s for s in reference if s in runs.get(m, {})]
         if not seeds:
             continue
-        mean = float(
-            np.mean([_summary(on_images_of(runs[m][s], reference[s]), "last") for s in seeds])
+        mean, _, _ = mean_std(
+            [_summary(on_images_of(runs[m][s], reference[s]), "last") for s in seeds]
         )
         if mean > best_mean:
             best, best_mean = m, mean
@@ -364,7 +361,8 @@ def claims_markdown(verdicts: Sequence[Verdict]) -> str:
         c = CLAIMS[v.claim]
         status = f"**{v.status}**" + (f" ({v.note})" if v.note else "")
         lines.append(
-            f"| {c.text} | {v.base} | {c.sense} {v.target:g} | {f(v.mean)} ± {f(v.std)} | "
+            f"| {c.text} | {v.base} | {c.sense} {v.target:g} | "
+            f"{fmt_mean_std(v.mean, v.std, v.n_seeds, scale=1.0)} | "
             f"[{f(v.ci_low)}, {f(v.ci_high)}] | {v.n_seeds} | {status} |"
         )
     lines.append("")

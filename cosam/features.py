@@ -287,7 +287,7 @@ class BlockInputCache(_EncoderCache):
     Same keying as :class:`FeatureCache` (weights id, input size, sha1 of the file), under
     ``root/<weights_id>/<S>/blocks/``. Size per image: the sum over blocks of N_b·C_b values
     (vit_t at 512 px: 2.7 M values, 5.3 MB in float16), so it is meant for small inputs; MoDA's
-    ``token_cache`` option decides (see :mod:`cosam.methods.moda`). The encoder runs on the
+    ``token_cache`` option decides (see :mod:`cosam.methods.moda_cache`). The encoder runs on the
     model's device in its own precision; entries are kept on the host.
 
     ``get`` returns per block a (n, N_b, C_b) tensor in the storage dtype.

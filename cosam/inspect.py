@@ -5,7 +5,7 @@
 
 The method is rebuilt from the run's ``config.json`` (the model it really used, fallback
 included: ``resolved.backbone/checkpoint/image_size``) and its trained modules are loaded from
-``state/step_<n>.pt``. The engine keeps only the LAST step's state file (older ones are deleted
+``state/step_<n>.pt``. The runner keeps only the LAST step's state file (older ones are deleted
 after each checkpoint), so only the final model can be inspected; asking for another step raises
 an error that says so. Prediction is exactly the evaluation's: one tight GT box per image, the
 cached encoder features when the method's encoder is frozen, logits scored at the original size.
@@ -35,6 +35,7 @@ from .metrics import score_logits
 from .models.registry import build_sam
 from .models.sam import SamModel
 from .rundir import RunDir
+from .runner import Context, prepare
 
 
 @dataclass
@@ -82,12 +83,12 @@ def benchmark_of(run_dir: Path) -> Benchmark:
 
 
 def saved_steps(run_dir: Path) -> List[int]:
-    """Steps whose state file exists (normally only the last: the engine deletes older ones)."""
+    """Steps whose state file exists (normally only the last: the runner deletes older ones)."""
     return RunDir(run_dir).steps()
 
 
 def load_state(run_dir: Path, step: Union[str, int] = "last") -> Tuple[Dict[str, Any], int]:
-    """The saved resume state of ``step`` ("last" or a number): the dict the engine wrote to
+    """The saved resume state of ``step`` ("last" or a number): the dict the runner wrote to
     ``state/step_<n>.pt`` (``strategy``, ``matrix``, ...), and the step it holds.
 
     Raises CosamError when no such state file is kept, CheckpointError when it cannot be read.
@@ -99,7 +100,7 @@ def load_state(run_dir: Path, step: Union[str, int] = "last") -> Tuple[Dict[str,
     want = steps[-1] if step == "last" else int(step)
     if want not in steps:
         raise CosamError(
-            f"{run_dir} keeps the state of step {', '.join(map(str, steps))} only (the engine deletes "
+            f"{run_dir} keeps the state of step {', '.join(map(str, steps))} only (the runner deletes "
             f"older steps' state after each checkpoint), so step {want} cannot be inspected"
         )
     path = RunDir(run_dir).step_path(want)
@@ -152,11 +153,42 @@ def load_strategy(
     sam = _model_of(cfg, res, model)
     bench = benchmark_of(run_dir)
     torch.manual_seed(cfg.seed)
-    strategy = get_method(cfg.method)(sam, cfg)
-    strategy.plan(bench.tasks)
+    strategy = _planned(cfg, sam, bench)
     strategy.load_method_state(state["strategy"])
     strategy.eval()
     return strategy, bench, want
+
+
+def rebuild_strategy(
+    run_dir: Path, cfg: Config, ctx: Context
+) -> Tuple[Strategy, Benchmark, Dict[str, Any]]:
+    """A finished run's method rebuilt untrained for re-evaluation, with the run's last saved state.
+
+    Data and model are ``cfg``'s, prepared in ``ctx`` (:func:`cosam.runner.prepare`), whose cache
+    and store then serve the evaluation. The state is returned, not loaded: ``cfg`` may change
+    options (MoDA's router, say) that the saved modules were not trained with.
+
+    Arguments:
+      run_dir (Path): the finished run folder.
+      cfg (Config): the run's config, possibly with other method options.
+      ctx (Context): filled with ``cfg``'s model, sample store and feature cache.
+
+    Returns:
+      (tuple(Strategy, Benchmark, dict)): the strategy planned over the benchmark's tasks, the
+        benchmark, and the method state of the last saved step (``state/step_<n>.pt``'s
+        ``strategy``).
+    """
+    state = load_state(run_dir)[0]["strategy"]
+    bench = prepare(cfg, ctx)
+    assert ctx.model is not None
+    return _planned(cfg, ctx.model, bench), bench, state
+
+
+def _planned(cfg: Config, model: SamModel, bench: Benchmark) -> Strategy:
+    """``cfg``'s method on ``model``, untrained, planned over ``bench``'s tasks."""
+    strategy = get_method(cfg.method)(model, cfg)
+    strategy.plan(bench.tasks)
+    return strategy
 
 
 @torch.no_grad()
@@ -171,7 +203,7 @@ def predict_examples(
     Arguments:
       run_dir: the run folder.
       samples: pairs of the run's benchmark (their ``domain`` names the task id to use).
-      step: "last" (the only state the engine keeps) or that step's number.
+      step: "last" (the only state the runner keeps) or that step's number.
       model: optional SamModel to reuse.
 
     Returns:

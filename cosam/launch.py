@@ -2,8 +2,8 @@
 local executor on one machine.
 
 ``python -m cosam sweep ... --launcher submitit`` submits one job per run that is not finished
-yet; each job is ``cosam.engine.run`` on exactly the config that ``python -m cosam run`` builds
-for that run (:meth:`cosam.sweep.SweepSpec.config`), so a job writes only its own run folder,
+yet; each job is ``cosam.runner.run`` on exactly the config that ``python -m cosam run`` builds
+for that run (:meth:`cosam.grid.SweepSpec.config`), so a job writes only its own run folder,
 resumes an interrupted run from its last task, and is refused by the run lock while another
 process works there. When every job has ended the aggregate is written, as after an in-process
 sweep. A killed launcher is restarted with the same command: finished runs are reused, the
@@ -26,11 +26,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .aggregate import aggregate
 from .config import parse_value
 from .errors import ConfigError
+from .grid import MANIFEST, Combo, SweepSpec
 from .io import write_json
 from .rundir import RunDir
-from .sweep import MANIFEST, Combo, RunOutcome, SweepSpec, aggregate
+from .sweep import RunOutcome
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def run_combo(
     Returns:
       The run folder (str).
     """
-    from .engine import run
+    from .runner import run
 
     sweep = SweepSpec.from_dict(spec)
     return str(run(sweep.config(Combo(method, order, int(seed))), force=force))
@@ -153,6 +155,7 @@ def launch_sweep(
       force (bool): re-run finished runs.
       out (Path): the aggregate folder; default :meth:`SweepSpec.default_out`.
       poll_s (float): seconds between looks at the running jobs.
+      echo (Callable[[str], None]): where progress lines go (default ``print``).
 
     Returns:
       (outcomes in :meth:`SweepSpec.combos` order, the aggregate folder). A finished run is

@@ -278,3 +278,19 @@ def score_logits(
         gb = None if gt_boundaries is None else gt_boundaries[i].to(pred.device)
         scores.append((iou(pred, gt), boundary_iou(pred, gt, dilation_ratio, gt_boundary=gb)))
     return scores
+
+
+def dataset_scores(scores: Sequence[Sequence[float]]) -> Tuple[float, float]:
+    """A dataset's IoU and BIoU: the means over its images' scores.
+
+    Each mean is ``sum(...) / len(...)`` in image order (the arithmetic of every stored result;
+    ``np.mean`` sums pairwise and may differ in the last bit).
+
+    Arguments:
+      scores (list(tuple(float, float))): per-image (IoU, BIoU) pairs, as :func:`score_logits`
+        returns them; at least one.
+
+    Returns:
+      (tuple(float, float)): the dataset's (IoU, BIoU).
+    """
+    return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .io import portable, read_json
 from .matrix import TaskMatrix, fmt1, fmt_pct
+from .metrics import dataset_scores
 from .rundir import RunDir
 
 
@@ -264,7 +265,6 @@ def restrict_to_subset(full: RunRecord, subset: RunRecord) -> RunRecord:
                 )
             scores = [tuple(per[col][pos[n]]) for n in sn[col]]
             sub_per[col] = scores  # type: ignore[assignment]
-            iou[col] = sum(s[0] for s in scores) / len(scores)
-            biou[col] = sum(s[1] for s in scores) / len(scores)
+            iou[col], biou[col] = dataset_scores(scores)
         out.add_row(m.rows[r], iou, biou, sub_per)
     return RunRecord(full.path, full.meta, out, full.costs)

@@ -19,10 +19,12 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .aggregate import collect, per_seed_rows
 from .claims import Verdict, claims_markdown, judge_runs
+from .grid import Combo, SweepSpec
 from .io import write_csv, write_text
 from .report import RunRecord, n_test_images
-from .sweep import Combo, SweepSpec, collect, mean_std, per_seed_rows
+from .stats import mean_std
 
 TABLE2_METRICS: Tuple[str, ...] = (
     "last_iou",

@@ -2,7 +2,7 @@
 
     python -m cosam tune --method sequential --grid train.lr=1e-4,3e-4,1e-3 --grid train.epochs=4,8
 
-Every grid point is an ordinary run (:func:`cosam.engine.run`) with ``eval.split=val``: each task
+Every grid point is an ordinary run (:func:`cosam.runner.run`) with ``eval.split=val``: each task
 is trained on its train pairs and the task matrix is measured on the validation pairs that
 ``data.val_cap`` carves out of each domain's train split. No test file is listed or read, and the
 probe (test only) is left out. The points' run folders are
@@ -183,8 +183,8 @@ def run_tune(
       (TuneResult): the rows (one per point: the grid values, the criterion and the other
         validation summaries, the run folder) and the choice.
     """
-    from .engine import Context, run
     from .report import load_run
+    from .runner import Context, run
 
     points = grid_points(spec.grid)
     configs = [spec.config(p) for p in points]  # every point is validated before anything runs

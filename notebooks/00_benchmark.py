@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import cosam.notebook as nb
-from cosam import plots
+from cosam import gallery, plots, report_tables
 from cosam.report import markdown_table
 
 plots.setup()
@@ -55,8 +55,8 @@ params
 import torch
 
 from cosam.data import build_benchmark, load_pair, make_prompt, resize_eval
-from cosam.engine import resolve_data_root
 from cosam.io import portable, write_csv
+from cosam.resources import resolve_data_root
 
 cfg = nb.config_for(params, "zeroshot", seed)
 root = resolve_data_root(cfg)
@@ -94,7 +94,7 @@ display(
 # ## Domains in training order
 
 # %%
-rows = plots.domain_rows(full, used)
+rows = report_tables.domain_rows(full, used)
 write_csv(report_dir / "00_benchmark_domains.csv", rows)
 display(Markdown(markdown_table(rows)))
 
@@ -128,7 +128,7 @@ plt.show()
 grid = []
 for task in full.with_probe():
     grid.append((task.name, [load_pair(s) for s in task.test[:n_per_domain]]))
-plots.show_jpeg(plots.sample_grid(grid, plots.title("Samples per domain", synthetic)))
+gallery.show_jpeg(gallery.sample_grid(grid, plots.title("Samples per domain", synthetic)))
 
 # %% [markdown]
 # ## The three training prompts on one image
@@ -140,13 +140,13 @@ plots.show_jpeg(plots.sample_grid(grid, plots.title("Samples per domain", synthe
 
 # %%
 size = cfg.model.image_size or 1024
-sample, image, mask = plots.illustrative_sample(full.tasks)  # a mask covering 5-50% of its image
+sample, image, mask = gallery.illustrative_sample(full.tasks)  # a mask covering 5-50% of its image
 img_t, label = resize_eval(image, mask, size)
 gen = torch.Generator().manual_seed(seed)
 prompts = [
     make_prompt(label, kind, gen, n_points=cfg.train.n_points) for kind in ("box", "points", "mask")
 ]
-fig = plots.draw_prompts(  # assigned: shown once (inline), not again as the cell's value
+fig = gallery.draw_prompts(  # assigned: shown once (inline), not again as the cell's value
     img_t,
     label[0],
     prompts,
@@ -157,7 +157,7 @@ fig = plots.draw_prompts(  # assigned: shown once (inline), not again as the cel
 
 # %%
 readme = Path(root) / "README.md"
-licences = plots.licence_rows(root)
+licences = report_tables.licence_rows(root)
 if synthetic:
     note = (
         (Path(root) / "SYNTHETIC.md").read_text() if (Path(root) / "SYNTHETIC.md").is_file() else ""
@@ -171,7 +171,7 @@ if synthetic:
 elif licences:
     display(Markdown(markdown_table(licences)))
     for heading in ("### Notes on the substitutes", "## Licences and use"):
-        text = plots.readme_section(readme, heading)
+        text = report_tables.readme_section(readme, heading)
         if text:
             display(
                 Markdown(f"**From the data folder's README — {heading.strip('# ')}**\n\n{text}")

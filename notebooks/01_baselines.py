@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import cosam.notebook as nb
-from cosam import plots
+from cosam import plots, report_tables
 from cosam.io import portable
 from cosam.report import markdown_table
 
@@ -85,9 +85,9 @@ params = nb.end(
 params
 
 # %%
-from cosam.engine import Context, run
 from cosam.io import write_csv
 from cosam.report import data_label, load_run
+from cosam.runner import Context, run
 
 ctx = Context()  # one model and feature cache for every run
 runs = {}  # method -> [RunRecord per seed]
@@ -165,7 +165,7 @@ fig = boundary_band_figure(ellipse)  # the prediction: the same ellipse shifted 
 # ## Table 2 layout: Last / Avg / FF for IoU and BIoU (%)
 
 # %%
-stats = plots.seed_stats(runs)
+stats = report_tables.seed_stats(runs)
 n_seeds = len(nb.as_list(seeds))
 display(
     Markdown(
@@ -174,14 +174,14 @@ display(
         else f"Mean ± sample std over {n_seeds} seeds ({', '.join(map(str, nb.as_list(seeds)))})."
     )
 )
-write_csv(report_dir / "01_baselines_summary.csv", plots.summary_csv_rows(stats))
+write_csv(report_dir / "01_baselines_summary.csv", report_tables.summary_csv_rows(stats))
 from cosam.report import summary_rows
 
 write_csv(
     report_dir / "01_baselines_runs.csv",
     [dict(r, seed=rec.meta["config"]["seed"]) for rec, r in zip(records, summary_rows(records))],
 )
-display(Markdown(f"**Ours** — {label}\n\n" + markdown_table(plots.table2_rows(stats))))
+display(Markdown(f"**Ours** — {label}\n\n" + markdown_table(report_tables.table2_rows(stats))))
 ax = plots.summary_bars(stats, name=plots.title("Last / Avg / FF IoU per method", synthetic))
 # %%
 # Methods evaluated on fewer test images (SAM-Adapter in the cpu profile: the encoder runs at every
@@ -208,7 +208,7 @@ for m in [m for m, c in counts.items() if c and c < full_n]:
     )
 
 # %%
-from cosam.sweep import load_sweep
+from cosam.sweep_result import load_sweep
 
 sweep = load_sweep(
     results_dir, profile

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import cosam.notebook as nb
-from cosam import plots
+from cosam import plots, report_tables
 from cosam.io import portable
 from cosam.report import markdown_table
 
@@ -73,9 +73,9 @@ params = nb.end(
 params
 
 # %%
-from cosam.engine import Context, run
 from cosam.io import write_csv
 from cosam.report import data_label, load_router, load_run, moda_rows, router_accuracy_rows
+from cosam.runner import Context, run
 
 methods = ["zeroshot"] + [m for b in nb.as_list(bases) for m in (b, f"{b}_moda")]
 ctx = Context()
@@ -153,9 +153,11 @@ write_csv(report_dir / "02_moda_table.csv", table)
 pct = [k for k in table[0] if k.endswith(("_iou", "_biou"))] + ["router_acc"]
 display(Markdown(markdown_table(table, pct=pct)))
 if any(len(recs) > 1 for recs in runs.values()):
-    stats = plots.seed_stats(runs)
-    display(Markdown("Over seeds (mean ± std):\n\n" + markdown_table(plots.table2_rows(stats))))
-from cosam.sweep import load_sweep
+    stats = report_tables.seed_stats(runs)
+    display(
+        Markdown("Over seeds (mean ± std):\n\n" + markdown_table(report_tables.table2_rows(stats)))
+    )
+from cosam.sweep_result import load_sweep
 
 sweep = load_sweep(results_dir, profile)
 if sweep is not None:

@@ -103,9 +103,9 @@ params
 
 # %%
 from cosam.ablation import reroute
-from cosam.engine import Context, run
 from cosam.io import write_csv
 from cosam.report import data_label, load_run
+from cosam.runner import Context, run
 
 ctx = Context()
 base_run = load_run(run(nb.config_for(params, method, int(seed)), ctx=ctx))

@@ -84,9 +84,9 @@ params
 
 # %%
 from cosam.analysis import gft_features, separation
-from cosam.engine import Context, run
 from cosam.io import write_csv
 from cosam.report import data_label, load_run
+from cosam.runner import Context, run
 
 ctx = Context()
 rec = load_run(run(nb.config_for(params, method, int(seed)), ctx=ctx))

@@ -30,9 +30,10 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 import cosam.notebook as nb
-from cosam import plots
+from cosam import gallery, plots, report_tables
 from cosam.io import portable
 from cosam.report import markdown_table
+from cosam.stats import fmt_stat
 
 plots.setup()
 nb.begin(globals())
@@ -85,9 +86,9 @@ params = nb.end(
 params
 
 # %%
-from cosam.engine import Context, run
 from cosam.io import write_csv
 from cosam.report import data_label, load_run
+from cosam.runner import Context, run
 
 ctx = Context()  # one model and feature cache for every run
 runs = {}  # method -> [RunRecord per seed]
@@ -142,7 +143,7 @@ ax = plots.probe_curves(
     with_probe, zero_shot, name=plots.title(f"Probe ({probe_name}) IoU after every step", synthetic)
 )
 # %%
-table = plots.probe_rows(with_probe)
+table = report_tables.probe_rows(with_probe)
 write_csv(report_dir / "05_zero_shot_probe.csv", table)
 display(
     Markdown(
@@ -151,7 +152,7 @@ display(
     )
 )
 if any(len(recs) > 1 for recs in runs.values()):
-    stats = plots.seed_stats(runs, keys=("probe_zero_shot", "probe_last"))
+    stats = report_tables.seed_stats(runs, keys=("probe_zero_shot", "probe_last"))
     display(
         Markdown(
             "Over seeds (mean ± std):\n\n"
@@ -159,8 +160,8 @@ if any(len(recs) > 1 for recs in runs.values()):
                 [
                     {
                         "method": m,
-                        "probe before": plots.fmt_stat(s["probe_zero_shot"]),
-                        "probe after last": plots.fmt_stat(s["probe_last"]),
+                        "probe before": fmt_stat(s["probe_zero_shot"]),
+                        "probe after last": fmt_stat(s["probe_last"]),
                     }
                     for m, s in stats.items()
                 ]
@@ -192,8 +193,8 @@ if len(shown) == 2 and n_examples > 0:
         worst = max([worst] + [abs(e.iou - stored[i][0]) for i, e in enumerate(ex)])
     agree = worst
     pairs = [load_pair(s) for s in samples]
-    plots.show_jpeg(
-        plots.example_grid(
+    gallery.show_jpeg(
+        gallery.example_grid(
             [p[0] for p in pairs],
             [p[1] for p in pairs],
             preds,
@@ -220,7 +221,7 @@ else:
 
 # %%
 last = {
-    m: plots.probe_series(r)[1][-1] for m, r in with_probe.items()
+    m: report_tables.probe_series(r)[1][-1] for m, r in with_probe.items()
 }  # probe IoU after the last step
 trained = {m: x for m, x in last.items() if m != "zeroshot" and math.isfinite(x)}
 lines = [
@@ -244,7 +245,7 @@ elif trained:
     )
 # methods whose row 0 is not SAM zero-shot (prompt methods insert their untrained prompts; a capped
 # method is scored on its own probe images): their drop is measured from their own start
-first = {m: plots.probe_series(r)[1][0] for m, r in with_probe.items() if m != "zeroshot"}
+first = {m: report_tables.probe_series(r)[1][0] for m, r in with_probe.items() if m != "zeroshot"}
 off = {m: x for m, x in first.items() if math.isfinite(x) and abs(x - zero_shot) >= 0.005}
 if off:
     lines.append(
@@ -258,7 +259,7 @@ if off:
         " start."
     )
 if "sequential" in with_probe and with_probe["sequential"].matrix.is_full_sequence:
-    steps, vals = plots.probe_series(with_probe["sequential"])
+    steps, vals = report_tables.probe_series(with_probe["sequential"])
     k = min(range(len(vals)), key=lambda i: vals[i])
     lines.append(
         f"- Sequential fine-tuning is lowest on the probe after step {k} "

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-import cosam.engine as engine
+import cosam.runner as runner
 from cosam.accel import (
     CPU,
     Accel,
@@ -29,10 +29,10 @@ from cosam.accel import (
 )
 from cosam.config import make_config, merge
 from cosam.data.prompts import Prompt
-from cosam.engine import Context, run
 from cosam.errors import ConfigError
 from cosam.models.decoder import embed_prompts
 from cosam.models.registry import build_sam
+from cosam.runner import Context, run
 
 SMALL: Dict[str, Any] = {
     "data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2, "order": ["BSData", "CAMO"]}
@@ -209,6 +209,6 @@ def test_run_recorded_before_the_accel_keys_is_still_reused(
         del meta["config"]["train"][k]
     (d / "config.json").write_text(json.dumps(meta))
     monkeypatch.setattr(
-        engine, "_run_locked", lambda *a, **k: pytest.fail("a finished run must be reused")
+        runner, "_run_locked", lambda *a, **k: pytest.fail("a finished run must be reused")
     )
     assert run(cfg, ctx=Context()) == d

@@ -1,6 +1,6 @@
 """Continual baselines (LwF, EWC, ER, L2P, DualPrompt, CODA-Prompt, Decoder-Tuning, SAM-Adapter).
 
-Smoke runs of every method through ``cosam.engine.run`` (8 tasks + probe, the smoke profile's
+Smoke runs of every method through ``cosam.runner.run`` (8 tasks + probe, the smoke profile's
 2 batches x 4 epochs per task; their trained rows must move from row 0), unit tests of each
 method's invariants on small generated batches, and exact resume.
 Runs use one thread: on a shared 2-core machine torch's second thread makes these tiny
@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import cosam.engine as engine
+import cosam.runner as runner
 from cosam.config import make_config
-from cosam.data.benchmark import Task
+from cosam.data.benchmark import Task, build_benchmark
 from cosam.errors import ConfigError
 from cosam.losses import mask_loss
 from cosam.methods import get_method
@@ -28,6 +29,8 @@ from cosam.methods.coda import CodaPrompt
 from cosam.methods.ewc import fisher_generator
 from cosam.methods.replay import select_buffer
 from cosam.methods.sam_adapter import AdaptedBlock, SamAdapter
+from cosam.resources import build_model, resolve_data_root
+from cosam.rundir import RunDir
 
 NEW_METHODS = ["lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning", "sam_adapter"]
 
@@ -70,7 +73,7 @@ class Runs:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.ctx = engine.Context()
+        self.ctx = runner.Context()
         self.done: Dict[str, Path] = {}
 
     def cfg(self, method: str, results: str = "runs", epochs: Optional[int] = None, **options):
@@ -95,7 +98,7 @@ class Runs:
         key = json.dumps([method, epochs, options], sort_keys=True)
         if key not in self.done:
             results = f"runs-{len(self.done)}"  # one folder per distinct config (a run name is per method)
-            self.done[key] = engine.run(
+            self.done[key] = runner.run(
                 self.cfg(method, results, epochs=epochs, **options), ctx=self.ctx
             )
         return self.done[key]
@@ -122,7 +125,7 @@ def cfg():
 @pytest.fixture(scope="module")
 def model(cfg):
     torch.set_num_threads(1)
-    return engine.build_model(cfg)
+    return build_model(cfg)
 
 
 def make_strategy(name: str, model, seed: int = 0, **options):
@@ -343,8 +346,8 @@ def test_ewc_fisher_last_vs_accumulate(model):
 
 def test_replay_buffer_and_training_samples(runs, model):
     cfg = runs.cfg("replay", per_task=2)
-    bench = engine.build_benchmark(
-        engine.resolve_data_root(cfg),
+    bench = build_benchmark(
+        resolve_data_root(cfg),
         cfg.data.layout,
         cfg.data.order,
         cfg.seed,
@@ -538,7 +541,7 @@ def test_resume_reproduces_uninterrupted_run(runs, monkeypatch, method):
     options = RESUME_CASES[method]
     clean_dir = runs.get(method, **options)
     clean = json.loads((clean_dir / "matrix.json").read_text())
-    real_fit = engine.fit
+    real_fit = runner.fit
     calls: List[int] = []
 
     def failing_fit(*args, **kwargs):
@@ -548,14 +551,14 @@ def test_resume_reproduces_uninterrupted_run(runs, monkeypatch, method):
         return real_fit(*args, **kwargs)
 
     cfg = runs.cfg(method, results="resumed", **options)
-    monkeypatch.setattr(engine, "fit", failing_fit)
+    monkeypatch.setattr(runner, "fit", failing_fit)
     with pytest.raises(KeyboardInterrupt):
-        engine.run(cfg, ctx=runs.ctx)
-    run_dir = engine.run_dir_for(cfg)
+        runner.run(cfg, ctx=runs.ctx)
+    run_dir = RunDir.for_config(cfg).path
     assert not (run_dir / "DONE").exists() and (run_dir / "state" / "step_2.pt").exists()
     calls.clear()
-    monkeypatch.setattr(engine, "fit", lambda *a, **k: (calls.append(1), real_fit(*a, **k))[1])
-    engine.run(cfg, ctx=runs.ctx)
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: (calls.append(1), real_fit(*a, **k))[1])
+    runner.run(cfg, ctx=runs.ctx)
     assert len(calls) == 6  # tasks 3..8 only
     resumed = json.loads((run_dir / "matrix.json").read_text())
     assert resumed["iou"] == clean["iou"] and resumed["biou"] == clean["biou"]

@@ -151,7 +151,8 @@ def test_a_method_that_did_not_learn_is_not_credited_with_retention(tmp_path: Pa
 
 def test_tables_command_writes_table2_and_claims(tmp_path: Path) -> None:
     """`cosam tables` on a tiny smoke grid: the columns the reports read, one row per method."""
-    from cosam.sweep import SweepSpec, run_sweep
+    from cosam.grid import SweepSpec
+    from cosam.sweep import run_sweep
     from cosam.tables import CLAIMS_COLUMNS, TABLE2_COLUMNS, write_tables
 
     spec = SweepSpec(

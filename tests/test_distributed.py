@@ -29,8 +29,8 @@ from torch import nn
 from cosam import distributed
 from cosam.config import make_config
 from cosam.distributed import DistInfo
-from cosam.engine import Context, run
 from cosam.errors import CosamError
+from cosam.runner import Context, run
 
 pytestmark = pytest.mark.ddp
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of cosam.engine on the smoke profile (synthetic data, random vit_t at 64 px).
+"""End-to-end tests of cosam.runner on the smoke profile (synthetic data, random vit_t at 64 px).
 
 Runs are kept tiny (4 train / 2 test images per task, 2 probe images) and use one torch thread:
 these tensors are too small to gain from two, and on a loaded 2-core machine two threads
@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-import cosam.engine as engine
+import cosam.resources as resources
+import cosam.runner as runner
 from cosam.cli import main
 from cosam.config import Config, make_config, merge
 from cosam.data import PAPER_ORDER, PROBE, resolve_order
-from cosam.engine import Context, run
 from cosam.errors import CosamError
+from cosam.rundir import RunDir
+from cosam.runner import Context, run
 
 METHODS = ("zeroshot", "sequential", "joint")
 SMALL: Dict[str, Any] = {"data": {"train_cap": 4, "test_cap": 2, "probe_cap": 2}}
@@ -189,7 +191,7 @@ def test_resume_after_failure_equals_uninterrupted(
     runs: Dict[str, Any], cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run killed in task 4 keeps state/step_3.pt; rerunning resumes there and ends identical."""
-    real_fit = engine.fit
+    real_fit = runner.fit
     calls = {"n": 0}
 
     def failing_fit(*args: Any, **kwargs: Any) -> Dict[str, Any]:
@@ -199,10 +201,10 @@ def test_resume_after_failure_equals_uninterrupted(
         return real_fit(*args, **kwargs)
 
     cfg = smoke("sequential", tmp_path / "resume", cache)
-    monkeypatch.setattr(engine, "fit", failing_fit)
+    monkeypatch.setattr(runner, "fit", failing_fit)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(cfg, ctx=Context())
-    run_dir = engine.run_dir_for(cfg)
+    run_dir = RunDir.for_config(cfg).path
     assert sorted(p.name for p in (run_dir / "state").glob("step_*.pt")) == ["step_3.pt"]
     assert not (run_dir / "DONE").exists() and not (run_dir / "matrix.json").exists()
 
@@ -212,7 +214,7 @@ def test_resume_after_failure_equals_uninterrupted(
         resumed_calls["n"] += 1
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "fit", counting_fit)
+    monkeypatch.setattr(runner, "fit", counting_fit)
     before_s = torch.load(run_dir / "state" / "step_3.pt", weights_only=False)["timing"][
         "elapsed_s"
     ]
@@ -237,7 +239,7 @@ def test_finished_run_is_reused_and_a_different_config_refused(
     def no_fit(*args: Any, **kwargs: Any) -> Dict[str, Any]:
         raise AssertionError("fit must not be called for a finished run")
 
-    monkeypatch.setattr(engine, "fit", no_fit)
+    monkeypatch.setattr(runner, "fit", no_fit)
     before = (runs["sequential"] / "matrix.json").stat().st_mtime_ns
     t0 = time.perf_counter()
     assert run(smoke("sequential", runs["results"], cache), ctx=Context()) == runs["sequential"]
@@ -322,9 +324,9 @@ def test_default_profile_runs_on_generated_data_without_shared(
     """A fresh machine (no ../shared, no COSAM_DATA): the `cpu` profile's benchmark is generated
     with enough training pairs for its validation carve (16) and still trains on 12 per domain."""
     monkeypatch.delenv("COSAM_DATA", raising=False)
-    monkeypatch.setattr(engine, "REPO_ROOT", tmp_path / "repo")  # ../shared does not exist there
+    monkeypatch.setattr(resources, "REPO_ROOT", tmp_path / "repo")  # ../shared does not exist there
     cfg = make_config("cpu", {"cache_dir": str(tmp_path / "cache")})
     assert cfg.data.val_cap == 16 and cfg.data.root is None
-    bench = engine._benchmark(cfg)
+    bench = resources.load_benchmark(cfg)
     assert bench.synthetic
-    assert all(len(t.train) == engine.SYNTHETIC_TRAIN and len(t.val) == 16 for t in bench.tasks)
+    assert all(len(t.train) == resources.SYNTHETIC_TRAIN and len(t.val) == 16 for t in bench.tasks)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cosam.config import make_config
-from cosam.engine import run
 from cosam.inspect import load_strategy
+from cosam.runner import run
 
 SMALL = {
     "data": {"order": ["BSData", "CAMO"], "train_cap": 2, "test_cap": 1, "probe_cap": 1},

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cosam.errors import ConfigError
+from cosam.grid import SweepSpec
 from cosam.launch import launch_sweep, make_executor, parse_options
-from cosam.sweep import SweepSpec
 
 pytest.importorskip("submitit")
 

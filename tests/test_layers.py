@@ -56,3 +56,13 @@ def test_the_check_finds_cycles_upward_and_private_imports(tmp_path: Path) -> No
     assert "cosam.stray is in no layer: add it to cosam.layers.LAYERS" in got
     # a type imported from a higher layer is a dependency too, even under TYPE_CHECKING
     assert any("cosam.engine:3 imports cosam.cli from a higher layer" in g for g in got)
+
+
+def test_the_check_finds_a_module_doing_too_many_jobs(tmp_path: Path) -> None:
+    at_limit = "x = 1\n" * layers.MAX_LINES
+    pkg = _package(
+        tmp_path,
+        {"__init__.py": "", "errors.py": at_limit, "io.py": at_limit + "y = 2\n"},
+    )
+    got = layers.problems(pkg)
+    assert got == [f"cosam.io has {layers.MAX_LINES + 1} lines (more than 400): split it by job"]

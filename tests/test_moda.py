@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import pytest
 import torch
 
-import cosam.engine as engine
+import cosam.runner as runner
 from cosam.config import make_config
 from cosam.data.domains import resolve_order
 from cosam.errors import ConfigError
@@ -157,7 +157,7 @@ def test_options_are_validated_and_base_options_pass_through() -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("moda")
-    ctx = engine.Context()
+    ctx = runner.Context()
 
     def run(method: str, order: str = "paper", seed: int = 0, **options: Any) -> Path:
         run_name = f"{method}-{order}-s{seed}" + "".join(
@@ -178,7 +178,7 @@ def runs(tmp_path_factory):
                 "cache_dir": str(root / "cache"),
             },
         )
-        return engine.run(cfg, ctx=ctx)
+        return runner.run(cfg, ctx=ctx)
 
     return run
 
@@ -251,7 +251,7 @@ def test_reroute_reproduces_a_full_run_with_other_router_options(runs) -> None:
     base = runs("decoder_tuning_moda")
     variant = {"train_tokens": False, "router": "cosine"}
     full = runs("decoder_tuning_moda", **variant)
-    ctx = engine.Context()
+    ctx = runner.Context()
     got = reroute(base, variant, steps="all", ctx=ctx)
     want = json.loads((full / "matrix.json").read_text())
     assert got["matrix"]["iou"] == want["iou"] and got["matrix"]["biou"] == want["biou"]
@@ -278,7 +278,7 @@ def test_restrict_to_subset_scores_a_full_run_on_a_capped_runs_images(tmp_path) 
                 "cache_dir": str(tmp_path / "cache"),
             },
         )
-        return engine.run(cfg)
+        return runner.run(cfg)
 
     full, sub = load_run(run(4, 4)), load_run(run(2, 1))
     got = restrict_to_subset(full, sub).matrix

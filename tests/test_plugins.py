@@ -20,12 +20,13 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import torch
 
-import cosam.engine as engine
+import cosam.runner as runner
+from cosam.aggregate import discover
 from cosam.config import make_config
 from cosam.errors import ConfigError
+from cosam.grid import SweepSpec
 from cosam.methods import get_method
 from cosam.rundir import parse_run_name
-from cosam.sweep import SweepSpec, discover
 
 REPO = Path(__file__).resolve().parents[1]
 ORDER = "BSData,CAMO,Polyp"
@@ -63,7 +64,7 @@ class Runs:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.ctx = engine.Context()
+        self.ctx = runner.Context()
         self.done: Dict[str, Path] = {}
 
     def cfg(self, method: str, results: str):
@@ -81,7 +82,7 @@ class Runs:
 
     def get(self, method: str) -> Path:
         if method not in self.done:
-            self.done[method] = engine.run(self.cfg(method, "runs"), ctx=self.ctx)
+            self.done[method] = runner.run(self.cfg(method, "runs"), ctx=self.ctx)
         return self.done[method]
 
     def matrix(self, method: str) -> dict:
@@ -233,7 +234,7 @@ def test_killed_combination_resumes_to_the_uninterrupted_matrix(runs, tmp_path):
         },
         SETS,
     )
-    assert engine.run(cfg, ctx=runs.ctx) == run_dir
+    assert runner.run(cfg, ctx=runs.ctx) == run_dir
     assert json.loads((run_dir / "timing.json").read_text())["resumed"] == 1
     got = json.loads((run_dir / "matrix.json").read_text())
     want = runs.matrix(method)

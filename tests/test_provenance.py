@@ -17,11 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
-import cosam.engine as engine
+import cosam.provenance as provenance
+import cosam.runner as runner
 from cosam.config import Config, make_config, merge
-from cosam.engine import Context, run
+from cosam.data.benchmark import build_benchmark
 from cosam.errors import CosamError
 from cosam.methods import get_method
+from cosam.resources import load_benchmark, resolve_data_root
+from cosam.runner import Context, run
 
 SMALL: Dict[str, Any] = {
     "data": {"order": ["BSData", "CAMO"], "train_cap": 4, "test_cap": 2, "probe_cap": 2},
@@ -62,7 +65,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the finished run was not reused")
 
-    monkeypatch.setattr(engine, "fit", fail)
+    monkeypatch.setattr(runner, "fit", fail)
 
 
 def test_reused_only_with_the_same_thread_count(
@@ -71,7 +74,7 @@ def test_reused_only_with_the_same_thread_count(
     cfg = smoke(tmp_path, cache, threads=1)
     run_dir = run(cfg, ctx=Context())
     identity = json.loads((run_dir / "config.json").read_text())["resolved"]["identity"]
-    assert identity["threads"] == 1 and identity["results_schema"] == engine.RESULTS_SCHEMA
+    assert identity["threads"] == 1 and identity["results_schema"] == provenance.RESULTS_SCHEMA
     assert identity["method_version"] == "sequential/1" and identity["weights_id"] == "vit_t-random"
     mtime = (run_dir / "matrix.json").stat().st_mtime_ns
 
@@ -101,7 +104,7 @@ def test_reused_only_with_the_same_thread_count(
 def test_unfinished_run_resumes_only_with_the_same_thread_count(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fit = engine.fit
+    real_fit = runner.fit
     calls = {"n": 0}
 
     def failing_fit(*args: Any, **kwargs: Any) -> Any:
@@ -110,10 +113,10 @@ def test_unfinished_run_resumes_only_with_the_same_thread_count(
             raise RuntimeError("simulated crash in task 2")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "fit", failing_fit)
+    monkeypatch.setattr(runner, "fit", failing_fit)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(smoke(tmp_path, cache, threads=1), ctx=Context())
-    monkeypatch.setattr(engine, "fit", real_fit)
+    monkeypatch.setattr(runner, "fit", real_fit)
     with pytest.raises(
         CosamError,
         match=r"unfinished run .* threads: recorded 1, now 2\. Fix: pass --force to restart",
@@ -128,14 +131,12 @@ def test_changed_data_content_is_not_reused(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One edited training image (same name, same size) makes the finished run non-reusable."""
-    from cosam.engine import resolve_data_root
-
     source = resolve_data_root(smoke(tmp_path, cache))  # the generated smoke data
     data = tmp_path / "data"
     shutil.copytree(source, data)
     cfg = smoke(tmp_path / "runs", cache, data={"root": str(data)})
     run_dir = run(cfg, ctx=Context())
-    bench = engine._benchmark(cfg)
+    bench = load_benchmark(cfg)
     image = bench.tasks[0].train[0].image
     pixels = np.asarray(Image.open(image)).copy()
     pixels[:4, :4] = 255 - pixels[:4, :4]
@@ -148,13 +149,13 @@ def test_changed_data_content_is_not_reused(
         ):
             run(cfg, ctx=Context())
     # an image the run does not use (a test image beyond test_cap) leaves the fingerprint alone
-    full = engine.build_benchmark(data, "cosam-mini", ["BSData", "CAMO"], include_probe=False)
+    full = build_benchmark(data, "cosam-mini", ["BSData", "CAMO"], include_probe=False)
     unused = sorted({s.image for s in full.tasks[1].test} - {s.image for s in bench.tasks[1].test})[
         0
     ]
-    before = engine.data_fingerprint(bench)
+    before = provenance.data_fingerprint(bench)
     Image.fromarray(255 - np.asarray(Image.open(unused))).save(unused, quality=95)
-    assert engine.data_fingerprint(engine._benchmark(cfg)) == before
+    assert provenance.data_fingerprint(load_benchmark(cfg)) == before
     assert run(cfg, force=True, ctx=Context()) == run_dir
 
 
@@ -165,7 +166,7 @@ def test_code_versions_and_old_runs_are_not_reused(
     run_dir = run(cfg, ctx=Context())
     no_training(monkeypatch)
     with monkeypatch.context() as m:
-        m.setattr(engine, "RESULTS_SCHEMA", engine.RESULTS_SCHEMA + 1)
+        m.setattr(provenance, "RESULTS_SCHEMA", provenance.RESULTS_SCHEMA + 1)
         with pytest.raises(CosamError, match=r"results_schema: recorded \d+, now \d+"):
             run(cfg, ctx=Context())
     with monkeypatch.context() as m:
@@ -184,4 +185,4 @@ def test_code_versions_and_old_runs_are_not_reused(
     path.write_text(json.dumps(meta))
     with pytest.raises(CosamError, match=r"identity: not recorded \(a run of results schema 1"):
         run(cfg, ctx=Context())
-    assert not engine._same_config(meta, cfg)
+    assert not provenance.same_config(meta, cfg)

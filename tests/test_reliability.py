@@ -14,9 +14,9 @@ import pytest
 
 from cosam.config import make_config
 from cosam.data import build_benchmark, make_synthetic_benchmark
-from cosam.engine import run, run_dir_for
 from cosam.errors import ConfigError, CosamError
-from cosam.rundir import RunLock
+from cosam.rundir import RunDir, RunLock
+from cosam.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 ORDER = "BSData,CAMO,Polyp"
@@ -99,7 +99,7 @@ def test_second_process_is_refused_by_the_lock(tmp_path: Path) -> None:
             "cache_dir": str(tmp_path / "c"),
         },
     )
-    with RunLock(run_dir_for(cfg)):
+    with RunLock(RunDir.for_config(cfg).path):
         with pytest.raises(CosamError, match="in use by another cosam process"):
             run(cfg)
 
@@ -152,7 +152,7 @@ def test_full_disk_during_a_write_leaves_no_partial_result(
     with pytest.raises(CosamError, match=r"cannot write .*config\.json: No space left on device"):
         run(cfg)
     monkeypatch.setattr(cio.os, "fsync", real_fsync)
-    assert not run_dir_for(cfg).exists()
+    assert not RunDir.for_config(cfg).path.exists()
     assert not list((tmp_path / "r").rglob("*.tmp"))
 
 

@@ -27,10 +27,11 @@ from torch import Tensor, nn
 
 from cosam import metrics
 from cosam.config import make_config
-from cosam.engine import Context, EvalSet, run
+from cosam.engine import EvalSet
 from cosam.losses import mask_loss
 from cosam.models import HQBranch, SamModel, build_sam, decode, fastpath
 from cosam.models.fastpath import LEVERS, reference_path
+from cosam.runner import Context, run
 
 OUT_RTOL, OUT_ATOL = 1e-5, 1e-6
 GRAD_RTOL = 1e-4

@@ -46,10 +46,10 @@ def test_an_explicit_order_outside_the_subset_is_refused(root: Path) -> None:
 
 
 def test_config_key_reaches_the_run(root: Path, tmp_path: Path) -> None:
-    from cosam.engine import _benchmark
+    from cosam.resources import load_benchmark
 
     cfg = make_config(
         "smoke",
         {"data": {"root": str(root), "tasks": ["polyp", "bsdata"]}, "results_dir": str(tmp_path)},
     )
-    assert list(_benchmark(cfg).order) == ["BSData", "Polyp"]
+    assert list(load_benchmark(cfg).order) == ["BSData", "Polyp"]

@@ -14,21 +14,19 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from cosam.cli import _overrides, build_parser, main
+from cosam.aggregate import aggregate
+from cosam.cli import build_parser, main
+from cosam.commands import overrides_from_args
 from cosam.config import make_config
-from cosam.engine import run_dir_for, static_identity
 from cosam.errors import ConfigError
+from cosam.grid import Combo, SweepSpec
 from cosam.io import write_json
 from cosam.matrix import TaskMatrix
-from cosam.sweep import (
-    Combo,
-    SweepSpec,
-    aggregate,
-    fmt_mean_std,
-    load_sweep,
-    mean_std,
-    sweep_commands,
-)
+from cosam.provenance import static_identity
+from cosam.rundir import RunDir
+from cosam.stats import fmt_mean_std, fmt_stat, mean_std
+from cosam.sweep import sweep_commands
+from cosam.sweep_result import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=1", "data.train_cap=4", "data.test_cap=2", "data.probe_cap=2"]
@@ -177,9 +175,9 @@ def test_print_commands_are_independent_runnable_run_commands(
             combo.seed,
             "smoke",
         )
-        cfg = make_config(args.profile, _overrides(args), args.set)
+        cfg = make_config(args.profile, overrides_from_args(args), args.set)
         assert cfg.to_dict() == spec.config(combo).to_dict()  # the same run the sweep would make
-        folders.add(run_dir_for(cfg))
+        folders.add(RunDir.for_config(cfg).path)
     assert len(folders) == 8 and all(f.parent == results / "smoke" for f in folders)
     # each is runnable on its own: run one (in-process) and aggregate what exists
     words = shlex.split(lines[-1])
@@ -233,9 +231,12 @@ def test_mean_std_is_the_sample_std() -> None:
     one = mean_std([0.42])
     assert one[0] == pytest.approx(0.42) and math.isnan(one[1]) and one[2] == 1
     assert math.isnan(mean_std([0.1, math.nan])[0])
-    assert fmt_mean_std(0.6, 0.1, 3) == "60.0 ± 10.00"
+    assert fmt_mean_std(0.6, 0.1, 3) == "60.0 ± 10.0"
     assert fmt_mean_std(0.42, math.nan, 1) == "42.0 ± –"
     assert fmt_mean_std(math.nan, math.nan, 2) == "–"
+    # the notebooks' formatter prints exactly what sweep.md prints
+    for s in [(0.6, 0.1, 3), (0.57123, 0.01234, 5), (0.42, math.nan, 1), (math.nan, math.nan, 2)]:
+        assert fmt_stat(s) == fmt_mean_std(*s)
 
 
 TASKS = ["A", "B", "C"]
@@ -246,7 +247,7 @@ def _fake_run(spec: SweepSpec, combo: Combo, c: float, d: float, synthetic: bool
     step (the diagonal) c + d. Then with T = 3: Last = c + d/3, Avg = c + d(1 + 1/2 + 1/3)/3, FF = d,
     and BIoU half of each."""
     cfg = spec.config(combo)
-    rd = run_dir_for(cfg)
+    rd = RunDir.for_config(cfg).path
     m = TaskMatrix(TASKS, "P")
     m.add_row("before", {t: c for t in TASKS + ["P"]}, {t: c / 2 for t in TASKS + ["P"]})
     if combo.method == "joint":
@@ -372,7 +373,7 @@ def test_aggregate_math_layout_missing_and_published_block(tmp_path: Path) -> No
     )
     assert "- not started: joint-reverse-s1, sequential-reverse-s2, joint-reverse-s2" in md
     last = np.mean(c + d / 3) * 100
-    assert f"| sequential | 3 | {last:.1f} ± {np.std(c + d / 3, ddof=1) * 100:.2f} |" in md
+    assert f"| sequential | 3 | {last:.1f} ± {np.std(c + d / 3, ddof=1) * 100:.1f} |" in md
     assert "| sequential | 1 | 30.0 ± – |" in md  # one seed: mean and "–"
     # the published block: separate, captioned, the paper's own numbers for our method names
     pub = md.split("## Published Table 2")[1].split("## Order sensitivity")[0]
@@ -397,10 +398,11 @@ def test_aggregate_math_layout_missing_and_published_block(tmp_path: Path) -> No
         r["seed"] for r in loaded.per_seed if r["order"] == "paper" and r["method"] == "sequential"
     ] == [0, 1, 2]
     assert all(r["data"] == "synthetic" for r in loaded.per_seed)
-    from cosam import plots
+    from cosam import report_tables
 
-    rows = plots.table2_rows(stats)  # the notebooks' table helper takes it as is
+    rows = report_tables.table2_rows(stats)  # the notebooks' table helper takes it as is
     assert rows[0]["method"] == "sequential" and rows[0]["seeds"] == "3"
+    assert rows[0]["Last-IoU↑"] in md  # the same text as sweep.md's table
     # embedded in a notebook: headings two levels down, no link to the PNG beside sweep.md, the
     # figure drawn inline from the tables instead
     emb = loaded.embedded_markdown()

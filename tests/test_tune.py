@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 import cosam.data.benchmark as benchmark
-import cosam.engine as engine
+import cosam.runner as runner
 from cosam.cli import main
 from cosam.config import make_config
 from cosam.data import build_benchmark
@@ -157,7 +157,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, List[Any]]]:
             log["opened"].append(str(file))
         return real_io_open(file, mode, *args, **kwargs)
 
-    real_list, real_fit, real_evaluate = benchmark.list_samples, engine.fit, engine.evaluate
+    real_list, real_fit, real_evaluate = benchmark.list_samples, runner.fit, runner.evaluate
 
     def list_samples(root: Path, spec: Any, name: str, split: str) -> Any:
         log["listed"].append(split)
@@ -174,8 +174,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, List[Any]]]:
     monkeypatch.setattr(builtins, "open", record)
     monkeypatch.setattr(io, "open", record_io)
     monkeypatch.setattr(benchmark, "list_samples", list_samples)
-    monkeypatch.setattr(engine, "fit", fit)
-    monkeypatch.setattr(engine, "evaluate", evaluate)
+    monkeypatch.setattr(runner, "fit", fit)
+    monkeypatch.setattr(runner, "evaluate", evaluate)
     yield log
 
 
@@ -223,6 +223,6 @@ def test_tuning_never_reads_the_test_split(
             "train": {"epochs": 1},
         },
     )
-    engine.run(cfg, ctx=engine.Context())
+    runner.run(cfg, ctx=runner.Context())
     assert any("/test/" in p for p in reads["opened"]) and "test" in reads["listed"]
     assert set(reads["evaluated"]) == {"test"} and set(reads["trained"]) == {"train"}

@@ -202,3 +202,40 @@ class Strategy(nn.Module):
 
     def options_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self.opts)
+
+
+class Wrapper(Strategy):
+    """A strategy around a *base* strategy, ``self.base`` (built by the subclass), which owns the
+    trainable modules: the model calls go to the base unless the subclass overrides them."""
+
+    base: Strategy
+
+    def trainable_parameters(self) -> List[nn.Parameter]:
+        return self.base.trainable_parameters()
+
+    def encode(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.base.encode(images)
+
+    def forward_masks(
+        self, emb: Tensor, interm: Tensor, sparse: Tensor, dense: Tensor, task_ids: Tensor
+    ) -> Tensor:
+        return self.base.forward_masks(emb, interm, sparse, dense, task_ids)
+
+    def predict(
+        self,
+        emb: Tensor,
+        interm: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
+        return self.base.predict(emb, interm, prompts, task_ids, samples)
+
+    def predict_images(
+        self,
+        images: Tensor,
+        prompts: Sequence[Prompt],
+        task_ids: Tensor,
+        samples: Optional[Sequence[Any]] = None,
+    ) -> Tensor:
+        return self.base.predict_images(images, prompts, task_ids, samples)

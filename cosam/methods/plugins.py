@@ -46,9 +46,8 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 from torch import Tensor, nn
 
 from ..data.benchmark import Task
-from ..data.prompts import Prompt
 from ..errors import CheckpointError, ConfigError
-from .base import Batch, Experience, NoOptions, Strategy
+from .base import Batch, Experience, NoOptions, Strategy, Wrapper
 
 
 def trainable_named_parameters(strategy: Strategy) -> List[Tuple[str, nn.Parameter]]:
@@ -135,8 +134,9 @@ class Regulariser(nn.Module):
         return {}
 
 
-class Composed(Strategy):
-    """A base strategy with regulariser plugins (subclasses made by :func:`compose`)."""
+class Composed(Wrapper):
+    """A base strategy with regulariser plugins (subclasses made by :func:`compose`); the model
+    calls (``encode``, ``predict``, ...) are the base's."""
 
     Base: ClassVar[Type[Strategy]] = Strategy
     Plugins: ClassVar[Tuple[Type[Regulariser], ...]] = ()
@@ -208,35 +208,6 @@ class Composed(Strategy):
                 losses[k] = v
                 losses["loss"] = losses["loss"] + v
         return losses
-
-    # ---- model: the base's ----------------------------------------------------------------------
-    def trainable_parameters(self) -> List[nn.Parameter]:
-        return self.base.trainable_parameters()
-
-    def encode(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        return self.base.encode(images)
-
-    def forward_masks(self, emb, interm, sparse, dense, task_ids) -> Tensor:
-        return self.base.forward_masks(emb, interm, sparse, dense, task_ids)
-
-    def predict(
-        self,
-        emb: Tensor,
-        interm: Tensor,
-        prompts: Sequence[Prompt],
-        task_ids: Tensor,
-        samples: Optional[Sequence[Any]] = None,
-    ) -> Tensor:
-        return self.base.predict(emb, interm, prompts, task_ids, samples)
-
-    def predict_images(
-        self,
-        images: Tensor,
-        prompts: Sequence[Prompt],
-        task_ids: Tensor,
-        samples: Optional[Sequence[Any]] = None,
-    ) -> Tensor:
-        return self.base.predict_images(images, prompts, task_ids, samples)
 
     # ---- bookkeeping ------------------------------------------------------------------------------
     def method_state(self) -> Dict[str, Any]:

@@ -126,12 +126,18 @@ def decode(
     """Decode B images, one prompt each.
 
     Arguments:
-      md: segment-anything MaskDecoder (its weights; possibly trainable).
-      image_embeddings: (B,256,e,e).
-      image_pe: (1,256,e,e) from ``PromptEncoder.get_dense_pe()``.
-      sparse: (B,n,256) prompt tokens; dense: (B,256,e,e) mask-prompt embedding.
-      extra_tokens: (B,k,256) or (k,256) tokens appended after the prompt tokens.
-      one_way: extra tokens are read-only (see module docstring).
+      md (MaskDecoder): segment-anything's mask decoder (its weights; possibly trainable).
+      image_embeddings (Tensor): (B,256,e,e).
+      image_pe (Tensor): (1,256,e,e) from ``PromptEncoder.get_dense_pe()``.
+      sparse (Tensor): (B,n,256) prompt tokens.
+      dense (Tensor): (B,256,e,e) mask-prompt embedding.
+      extra_tokens (Tensor or None): (B,k,256) or (k,256) tokens appended after the prompt
+        tokens.
+      one_way (bool): extra tokens are read-only (see module docstring).
+
+    Returns:
+      (DecoderOutput): SAM's single-mask logits and IoU prediction, the upscaled features
+        and the extra tokens' outputs.
     """
     b = image_embeddings.shape[0]
     out_tokens = (

@@ -124,9 +124,12 @@ def folded_conv3(h: Tensor, conv: nn.Conv2d, x: Tensor) -> Tensor:
     taps are summed (exactly a cross-correlation with zero padding).
 
     Arguments:
-      h: (B,C); conv: Conv2d(ci, C, 3, padding=1) (weight (C,ci,3,3)); x: (B,ci,H,W).
+      h (Tensor): (B,C).
+      conv (nn.Conv2d): Conv2d(ci, C, 3, padding=1), weight (C,ci,3,3).
+      x (Tensor): (B,ci,H,W).
+
     Returns:
-      (B,1,H,W) = Σ_c h_c · conv(x)_c.
+      (Tensor): (B,1,H,W) = Σ_c h_c · conv(x)_c.
     """
     b, ci, hh, ww = x.shape
     w = torch.einsum("nc,ciab->niab", h, conv.weight).reshape(b, ci, 9)

@@ -74,11 +74,13 @@ class HQBranch(nn.Module):
     ) -> Tensor:
         """
         Arguments:
-          hf_out: (B,256) the HQ token after the decoder transformer.
-          upscaled_sam: (B,32,4e,4e) SAM's upscaled features.
-          image_embeddings: (B,256,e,e); interm: (B,D,e,e) early encoder feature.
+          hf_out (Tensor): (B,256) the HQ token after the decoder transformer.
+          upscaled_sam (Tensor): (B,32,4e,4e) SAM's upscaled features.
+          image_embeddings (Tensor): (B,256,e,e).
+          interm (Tensor): (B,D,e,e) early encoder feature.
+
         Returns:
-          (B,1,4e,4e) HQ mask logits.
+          (Tensor): (B,1,4e,4e) HQ mask logits.
         """
         enc, vit, mf = self.embedding_encoder, self.compress_vit_feat, self.embedding_maskfeature
         if not enabled("fold"):

@@ -286,6 +286,8 @@ def build_sam(
       checkpoint: explicit file; default: the backbone's file in ``weights_dir``.
       image_size: input side length (default: the native size). TinyViT encoders accept any
         multiple of 64 (times the embed stride); ViT-B/L/H only their native 1024.
+      weights_dir: where the backbone's default file is looked up (default
+        :func:`default_weights_dir`: ``$COSAM_WEIGHTS``, else ``../shared/weights``).
       pretrained: False builds random weights (tests, speed benchmarks) unless ``checkpoint`` is
         given: an explicit checkpoint is always loaded (strictly), whatever ``pretrained`` says.
 
