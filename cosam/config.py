@@ -361,7 +361,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "eval.split=val needs a validation split; fix: set data.val_cap to a positive integer"
         )
-    from .methods import get_method  # late: the methods import this module
+    # in a function: the methods import torch (2.6 s), and the CLI and notebooks check the rest
+    # of a config without it
+    from .methods import get_method
 
     # the method name and its options (unknown keys and bad values name themselves)
     from_dict(get_method(cfg.method).Options, cfg.method_options, where="method_options.")

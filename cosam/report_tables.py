@@ -53,12 +53,20 @@ def table2_rows(
       columns (Sequence[str]): the keys, one column each.
 
     Returns:
-      (List[Dict[str, str]]): method, seeds, then one :func:`cosam.stats.fmt_stat` per column.
+      (List[Dict[str, str]]): method, seeds, then one :func:`cosam.stats.fmt_stat` per column;
+        in a table where no method has more than one seed, the mean alone (a "± –" in every
+        cell would say nothing the seeds column does not).
     """
+    one_seed = all(st[2] <= 1 for s in stats.values() for st in s.values())
     rows = []
     for method, s in stats.items():
         row = {"method": method, "seeds": str(next(iter(s.values()))[2]) if s else "0"}
-        row.update({HEADERS.get(c, c): fmt_stat(s[c]) for c in columns})
+        row.update(
+            {
+                HEADERS.get(c, c): fmt_stat(s[c]).split(" ± ")[0] if one_seed else fmt_stat(s[c])
+                for c in columns
+            }
+        )
         rows.append(row)
     return rows
 

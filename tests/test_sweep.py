@@ -403,6 +403,11 @@ def test_aggregate_math_layout_missing_and_published_block(tmp_path: Path) -> No
     rows = report_tables.table2_rows(stats)  # the notebooks' table helper takes it as is
     assert rows[0]["method"] == "sequential" and rows[0]["seeds"] == "3"
     assert rows[0]["Last-IoU↑"] in md  # the same text as sweep.md's table
+    assert rows[0]["FF-IoU↓"] == "10.0 ± 5.0"
+    one = {m: {k: (v[0], float("nan"), 1) for k, v in s.items()} for m, s in stats.items()}
+    assert report_tables.table2_rows(one)[0]["FF-IoU↓"] == "10.0"  # one seed only: no "± –"
+    mixed = {**one, "extra": stats["sequential"]}
+    assert report_tables.table2_rows(mixed)[0]["FF-IoU↓"] == "10.0 ± –"  # beside 3-seed rows
     # embedded in a notebook: headings two levels down, no link to the PNG beside sweep.md, the
     # figure drawn inline from the tables instead
     emb = loaded.embedded_markdown()
