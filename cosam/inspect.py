@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .accel import CPU
 from .config import Config, config_from_file
-from .data.benchmark import Benchmark, build_benchmark
+from .data.benchmark import Benchmark
 from .data.prompts import Prompt
 from .data.reader import SamplePath
 from .errors import CheckpointError, CosamError
@@ -34,6 +34,7 @@ from .methods.base import Strategy
 from .metrics import score_logits
 from .models.registry import build_sam
 from .models.sam import SamModel
+from .resources import load_benchmark
 from .rundir import RunDir
 from .runner import Context, prepare
 
@@ -67,19 +68,7 @@ def run_config(run_dir: Path) -> Tuple[Config, Dict]:
 def benchmark_of(run_dir: Path) -> Benchmark:
     """The run's benchmark: its resolved data root and order, with the run's caps."""
     cfg, res = run_config(run_dir)
-    d = cfg.data
-    return build_benchmark(
-        Path(res["data_root"]),
-        d.layout,
-        list(res["order"]),
-        cfg.seed,
-        d.train_cap,
-        d.test_cap,
-        d.probe_cap,
-        d.include_probe,
-        val_cap=d.val_cap,
-        eval_split=cfg.eval.split,
-    )
+    return load_benchmark(cfg, Path(res["data_root"]), res["order"])
 
 
 def saved_steps(run_dir: Path) -> List[int]:

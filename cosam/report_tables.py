@@ -57,16 +57,11 @@ def table2_rows(
         in a table where no method has more than one seed, the mean alone (a "± –" in every
         cell would say nothing the seeds column does not).
     """
-    one_seed = all(st[2] <= 1 for s in stats.values() for st in s.values())
+    spread = any(st[2] > 1 for s in stats.values() for st in s.values())
     rows = []
     for method, s in stats.items():
         row = {"method": method, "seeds": str(next(iter(s.values()))[2]) if s else "0"}
-        row.update(
-            {
-                HEADERS.get(c, c): fmt_stat(s[c]).split(" ± ")[0] if one_seed else fmt_stat(s[c])
-                for c in columns
-            }
-        )
+        row.update({HEADERS.get(c, c): fmt_stat(s[c], spread=spread) for c in columns})
         rows.append(row)
     return rows
 

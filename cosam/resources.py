@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Optional, Sequence
 
 from .config import Config
 from .data.benchmark import Benchmark, build_benchmark
@@ -77,20 +78,25 @@ def resolve_data_root(cfg: Config) -> Path:
     )
 
 
-def load_benchmark(cfg: Config) -> Benchmark:
+def load_benchmark(
+    cfg: Config, root: Optional[Path] = None, order: Optional[Sequence[str]] = None
+) -> Benchmark:
     """The file lists of ``cfg``'s run: train and validation only when ``eval.split`` is ``val``.
 
     Arguments:
-      cfg (Config): the run's config (its data root is :func:`resolve_data_root`).
+      cfg (Config): the run's config.
+      root (Path or None): the data root; default :func:`resolve_data_root` of ``cfg`` (a finished
+        run passes the root it recorded).
+      order (Sequence[str] or None): the task order; default ``cfg.data.order`` (a finished run
+        passes the order it resolved).
 
     Returns:
       (Benchmark): the tasks in training order, with the probe when the config includes it.
     """
-    root = resolve_data_root(cfg)
     return build_benchmark(
-        root,
+        resolve_data_root(cfg) if root is None else root,
         cfg.data.layout,
-        cfg.data.order,
+        cfg.data.order if order is None else list(order),
         cfg.seed,
         cfg.data.train_cap,
         cfg.data.test_cap,

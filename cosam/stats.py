@@ -45,7 +45,7 @@ def mean_std(values: Sequence[Optional[float]], ddof: int = STD_DDOF) -> Stat:
     return mean, std, n
 
 
-def fmt_mean_std(mean: float, std: float, n: int, scale: float = 100.0) -> str:
+def fmt_mean_std(mean: float, std: float, n: int, scale: float = 100.0, spread: bool = True) -> str:
     """A mean over seeds and its std as text, one decimal each: "73.3 ± 0.7".
 
     Arguments:
@@ -53,6 +53,7 @@ def fmt_mean_std(mean: float, std: float, n: int, scale: float = 100.0) -> str:
       std (float): the std over seeds; NaN (one seed) prints "73.3 ± –".
       n (int): the number of seeds; 0 prints "–".
       scale (float): factor to the printed unit (100: fractions to percent).
+      spread (bool): False prints the mean alone (a table where every row has one seed).
 
     Returns:
       (str): "mean ± std", "mean ± –" for one seed, "–" when the metric is undefined.
@@ -60,18 +61,21 @@ def fmt_mean_std(mean: float, std: float, n: int, scale: float = 100.0) -> str:
     if not n or not math.isfinite(mean):
         return "–"
     text = fmt1(scale * mean)
+    if not spread:
+        return text
     return f"{text} ± {scale * std:.1f}" if math.isfinite(std) else f"{text} ± –"
 
 
-def fmt_stat(s: Stat, scale: float = 100.0) -> str:
+def fmt_stat(s: Stat, scale: float = 100.0, spread: bool = True) -> str:
     """A :data:`Stat` as text: :func:`fmt_mean_std` of its mean, std and n.
 
     Arguments:
       s (Stat): (mean, std, n_seeds).
       scale (float): factor to the printed unit (100: fractions to percent).
+      spread (bool): False prints the mean alone.
 
     Returns:
       (str): "mean ± std", "mean ± –" for one seed, "–" when undefined.
     """
     mean, std, n = s
-    return fmt_mean_std(mean, std, n, scale=scale)
+    return fmt_mean_std(mean, std, n, scale=scale, spread=spread)

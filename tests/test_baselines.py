@@ -20,7 +20,7 @@ import torch
 import cosam.engine as engine
 import cosam.runner as runner
 from cosam.config import make_config
-from cosam.data.benchmark import Task, build_benchmark
+from cosam.data.benchmark import Task
 from cosam.errors import ConfigError
 from cosam.losses import mask_loss
 from cosam.methods import get_method
@@ -29,7 +29,7 @@ from cosam.methods.coda import CodaPrompt
 from cosam.methods.ewc import fisher_generator
 from cosam.methods.replay import select_buffer
 from cosam.methods.sam_adapter import AdaptedBlock, SamAdapter
-from cosam.resources import build_model, resolve_data_root
+from cosam.resources import build_model, load_benchmark
 from cosam.rundir import RunDir
 
 NEW_METHODS = ["lwf", "ewc", "replay", "l2p", "dualprompt", "coda", "decoder_tuning", "sam_adapter"]
@@ -346,16 +346,7 @@ def test_ewc_fisher_last_vs_accumulate(model):
 
 def test_replay_buffer_and_training_samples(runs, model):
     cfg = runs.cfg("replay", per_task=2)
-    bench = build_benchmark(
-        resolve_data_root(cfg),
-        cfg.data.layout,
-        cfg.data.order,
-        cfg.seed,
-        cfg.data.train_cap,
-        cfg.data.test_cap,
-        cfg.data.probe_cap,
-        cfg.data.include_probe,
-    )
+    bench = load_benchmark(cfg)
     s = get_method("replay")(model, cfg)
     exps = s.plan(bench.tasks)
     assert len(s.training_samples(exps[0])) == len(bench.tasks[0].train)
