@@ -238,11 +238,9 @@ def _pts(x: float) -> float:
 
 def own_task_gain(rec: RunRecord) -> float:
     """Points: the mean over tasks of (IoU on task j right after training it) − (its row 0)."""
-    a = rec.matrix.array("iou")
-    T = len(rec.matrix.tasks)
-    if a.shape[0] < T + 1:
+    if not rec.matrix.is_full_sequence:
         return math.nan
-    return _pts(float(np.mean([a[j, j - 1] - a[0, j - 1] for j in range(1, T + 1)])))
+    return _pts(float(np.mean(list(rec.matrix.own_task_rise("iou").values()))))
 
 
 def _summary(rec: RunRecord, key: str) -> float:

@@ -258,6 +258,23 @@ class TaskMatrix:
         out["bwt"] = _mean([a[T, j - 1] - a[j, j - 1] for j in range(1, T)])
         return out
 
+    def own_task_rise(self, metric: str) -> Dict[str, float]:
+        """How far training moved each task on itself: a[j][j] − a[0][j] for a full sequence
+        (task j scored right after training it), a[last][j] − a[0][j] otherwise (a joint run's
+        one trained row); NaN without a trained row. A method that did not learn shows ≈ 0.
+
+        Arguments:
+          metric (str): "iou" or "biou".
+
+        Returns:
+          (dict(str, float)): task name -> rise (fraction, may be negative), in training order.
+        """
+        a = self._values[self._check_metric(metric)]
+        if self.n_rows < 2:
+            return {t: float("nan") for t in self._tasks}
+        seq = self.is_full_sequence
+        return {t: float(a[j + 1 if seq else -1, j] - a[0, j]) for j, t in enumerate(self._tasks)}
+
     # -- serialisation -----------------------------------------------------------------------
 
     def to_dict(self) -> Dict[str, Any]:

@@ -16,6 +16,9 @@ the first in grid order.
 
 ``tune.json`` and ``tune.csv`` in ``<results_dir>/<profile>/tune/<method>/`` record the grid,
 every point's score (and its other validation summaries), the criterion and the choice.
+``learning.csv`` has, per point and task, how far the task's own validation IoU rose over its
+row 0 when it was trained (``tasks_rising`` in ``tune.json`` counts the tasks that rose by
+:data:`RISE_POINTS` or more): a point whose training moved nothing is seen as such.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from .io import portable, portable_text, write_csv, write_json
 log = logging.getLogger(__name__)
 
 CRITERIA = ("last_iou", "avg_iou")
+RISE_POINTS = 3.0
+"""A task counts as learned when its own validation IoU rises this many points over row 0
+(the evidence issue's bar for "every method learns"; ``tasks_rising`` in ``tune.json``)."""
 # Keys a grid may not set: the method and the split are the tuning's own, a point's folder is its own.
 _FORBIDDEN = ("method", "run_name", "eval.split", "results_dir", "profile")
 
@@ -205,6 +211,9 @@ def run_tune(
             "avg_biou": sb["avg"],
             "run_dir": portable(run_dir),
         }
+        rise = rec.matrix.own_task_rise("iou")
+        row["own_task_rise"] = rise
+        row["tasks_rising"] = sum(1 for v in rise.values() if v >= RISE_POINTS / 100)
         rows.append(row)
         echo(
             f"[{i}/{len(points)}] {point_name(point)}: validation {spec.criterion} = "
@@ -234,8 +243,44 @@ def run_tune(
             "choice_run_dir": rows[best]["run_dir"],
         },
     )
-    write_csv(out / "tune.csv", [{**r, "chosen": i == best} for i, r in enumerate(rows)])
+    write_csv(
+        out / "tune.csv",
+        [
+            {**{k: v for k, v in r.items() if k != "own_task_rise"}, "chosen": i == best}
+            for i, r in enumerate(rows)
+        ],
+    )
+    write_csv(out / "learning.csv", learning_rows(rows, spec.grid))
     return TuneResult(out, rows, choice, spec.criterion)
+
+
+def learning_rows(
+    rows: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequence[Any]]
+) -> List[Dict[str, Any]]:
+    """One row per (grid point, task): the own-task validation IoU rise of ``learning.csv``.
+
+    Arguments:
+      rows (Sequence[Mapping[str, Any]]): :func:`run_tune`'s point rows (with ``own_task_rise``).
+      grid (Mapping[str, Sequence[Any]]): the grid, whose keys lead each row.
+
+    Returns:
+      (List[Dict[str, Any]]): the grid values, ``task``, ``rise_points`` (IoU on the task right
+        after training it minus its row 0, in points; the trained row for a joint run) and
+        ``rises`` (True when the rise is at least :data:`RISE_POINTS`).
+    """
+    out: List[Dict[str, Any]] = []
+    for r in rows:
+        for task, v in r["own_task_rise"].items():
+            pts = 100.0 * v
+            out.append(
+                {
+                    **{k: r[k] for k in grid},
+                    "task": task,
+                    "rise_points": round(pts, 2) if math.isfinite(pts) else None,
+                    "rises": bool(math.isfinite(pts) and pts >= RISE_POINTS),
+                }
+            )
+    return out
 
 
 _CRITERION_TEXT = {
@@ -247,7 +292,9 @@ _CRITERION_TEXT = {
 def describe(result: TuneResult) -> Tuple[str, ...]:
     """Lines for the terminal: one per point and the choice."""
     lines = [
-        f"{point_name({k: r[k] for k in result.choice})}: {result.criterion} = {100 * r[result.criterion]:.1f}"
+        f"{point_name({k: r[k] for k in result.choice})}: {result.criterion} = "
+        f"{100 * r[result.criterion]:.1f}; own task +{RISE_POINTS:g} points or more on "
+        f"{r['tasks_rising']} of {len(r['own_task_rise'])} tasks"
         for r in result.rows
     ]
     lines.append(f"choice ({result.criterion} on validation): {point_name(result.choice)}")
@@ -259,9 +306,11 @@ __all__ = [
     "CRITERIA",
     "TuneResult",
     "TuneSpec",
+    "RISE_POINTS",
     "choose",
     "describe",
     "grid_points",
+    "learning_rows",
     "parse_grid",
     "point_name",
     "run_tune",

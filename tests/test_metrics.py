@@ -213,6 +213,19 @@ def test_task_matrix_summaries_by_hand() -> None:
         assert sb[k] == pytest.approx(expected[k])
 
 
+def test_own_task_rise_diagonal_minus_row0_and_joint_row() -> None:
+    m = _matrix()  # row 0: 0.50 0.40 0.30; diagonal 0.80 0.80 0.95
+    assert m.own_task_rise("iou") == pytest.approx({"A": 0.30, "B": 0.40, "C": 0.65})
+    assert m.own_task_rise("biou") == pytest.approx({"A": 0.30, "B": 0.40, "C": 0.65})
+    joint = TaskMatrix(["A", "B"])
+    joint.add_row("before", {"A": 0.5, "B": 0.4}, {"A": 0.5, "B": 0.4})
+    joint.add_row("joint", {"A": 0.45, "B": 0.7}, {"A": 0.45, "B": 0.7})
+    assert joint.own_task_rise("iou") == pytest.approx({"A": -0.05, "B": 0.30})
+    zero = TaskMatrix(["A"])
+    zero.add_row("before", {"A": 0.5}, {"A": 0.5})
+    assert math.isnan(zero.own_task_rise("iou")["A"])
+
+
 def test_task_matrix_reference_log_last_and_plasticity() -> None:
     # Reference §6.3 (HQ-SAM naive): rows after tasks 0..7, no zero-shot row logged.
     log = [

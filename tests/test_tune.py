@@ -133,6 +133,21 @@ def test_tune_writes_grid_scores_and_the_argmax(
         assert mat["tasks"] == ["BSData", "CAMO"] and mat["probe"] is None
         assert [r["n_test"] for r in meta["resolved"]["benchmark"]] == [0, 0]
     assert "choice (last_iou on validation): train.lr=1e-07" in capsys.readouterr().out
+    # learning.csv: per point and task, the own-task rise read from that point's matrix
+    with open(out / "learning.csv") as f:
+        learning = list(csv.DictReader(f))
+    assert [(r["train.lr"], r["task"]) for r in learning] == [
+        ("0.001", "BSData"),
+        ("0.001", "CAMO"),
+        ("1e-07", "BSData"),
+        ("1e-07", "CAMO"),
+    ]
+    for point, pair in zip(record["points"], (learning[:2], learning[2:])):
+        iou = json.loads((out / Path(point["run_dir"]).name / "matrix.json").read_text())["iou"]
+        expected = [100 * (iou[j + 1][j] - iou[0][j]) for j in range(2)]
+        assert [float(r["rise_points"]) for r in pair] == pytest.approx(expected, abs=0.01)
+        assert [r["rises"] == "True" for r in pair] == [e >= 3.0 for e in expected]
+        assert point["tasks_rising"] == sum(e >= 3.0 for e in expected)
     # a second tuning reuses the finished points
     assert (
         main(argv) == 0
