@@ -13,6 +13,7 @@ import torch
 import cosam.runner as runner
 from cosam.config import make_config
 from cosam.data.domains import resolve_order
+from cosam.data.prompts import Prompt
 from cosam.errors import ConfigError
 from cosam.methods import get_method
 from cosam.methods.moda import MoDA
@@ -287,3 +288,39 @@ def test_restrict_to_subset_scores_a_full_run_on_a_capped_runs_images(tmp_path) 
     assert full.matrix.to_dict()["iou"] != sub.matrix.to_dict()["iou"]
     with pytest.raises(ValueError, match="not all in"):
         restrict_to_subset(sub, full)
+
+
+def test_sam_adapter_moda_reads_dataset_queries_from_the_block_cache(runs, monkeypatch) -> None:
+    """SAM-Adapter+MoDA scores dataset images without a second, frozen encoder pass: the query
+    comes from the block-input cache (as the cached-feature bases route), and the routes equal
+    those of the live frozen pass that new images (no samples) still take."""
+    from cosam.config import Config, from_dict
+    from cosam.inspect import rebuild_strategy
+    from cosam.methods.moda_cache import TokenInputs
+
+    path = runs("sam_adapter_moda")
+    meta = json.loads((path / "config.json").read_text())
+    cfg = from_dict(Config, {**meta["config"], "progress": False})
+    ctx = runner.Context()
+    strategy, bench, state = rebuild_strategy(path, cfg, ctx)
+    strategy.load_method_state(state)
+    strategy.eval()
+    assert strategy.token_inputs.token_cache == "disk" and len(strategy.pool) == 8
+    samples = [s for t in bench.tasks for s in list(t.test)[:1]]
+    images = strategy.token_inputs.images(samples)
+    boxes = [Prompt(kind="box", box=ctx.store.get(s).box) for s in samples]
+    task_ids = torch.arange(len(samples))
+    live_calls = []
+    real_live = TokenInputs.live
+    monkeypatch.setattr(
+        TokenInputs, "live", lambda self, *a: live_calls.append(1) or real_live(self, *a)
+    )
+    with torch.no_grad():
+        strategy._routes.clear()
+        cached = strategy.predict_images(images, boxes, task_ids, samples)
+        cached_routes = list(strategy._routes)
+        assert live_calls == []
+        strategy._routes.clear()
+        live = strategy.predict_images(images, boxes, task_ids, None)
+        assert live_calls == [1] and strategy._routes == cached_routes
+    assert torch.allclose(cached, live, atol=1e-4)

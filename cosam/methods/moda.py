@@ -30,7 +30,8 @@ Parts: the options, tokens and router (:mod:`cosam.methods.moda_router`); the re
 (:mod:`cosam.methods.moda_pool`: routing points the base at a task's trained modules, copying no
 weight); the token pass's inputs (:mod:`cosam.methods.moda_cache`). Live inference uses one
 encoder pass for features and query, except ``sam_adapter_moda`` (the query comes from the
-un-adapted encoder: two passes, by design). Written beside the results: ``router.json`` (per
+un-adapted encoder: two passes on new images; dataset images read it from the block-input
+cache). Written beside the results: ``router.json`` (per
 evaluation step: task-id accuracy per task and overall on the seen tasks' test sets, confusion
 matrix, where probe images go; buffer contents; router training seconds). Cost: stored per task
 = one adapter + ``buffer_size`` images.
@@ -207,7 +208,11 @@ class MoDA(Wrapper):
         then each image goes through its routed adapter."""
         if self.training or len(self.pool) == 0:
             return super().predict_images(images, prompts, task_ids, samples)
-        q, emb, interm = self.token_inputs.live(self.reader, images)
+        if self.Base.needs_pixels and samples is not None and self._cached_queries():
+            # the query's frozen pass is read from the block-input cache, as the other bases route
+            q, emb, interm = self.queries(samples), None, None
+        else:
+            q, emb, interm = self.token_inputs.live(self.reader, images)
         route = self.route(q)
 
         def run(ix: Tensor) -> Tensor:
@@ -235,6 +240,10 @@ class MoDA(Wrapper):
           (Tensor): the queries, (B,D).
         """
         return self.token_inputs.queries(self.reader, samples, memo=not self.opts.train_tokens)
+
+    def _cached_queries(self) -> bool:
+        """Whether :meth:`queries` reads captured block inputs from disk (one-way tokens)."""
+        return self.token_inputs.token_cache == "disk" and self.opts.attention == "one_way"
 
     def _routing(self) -> bool:
         """Whether there is a choice to make (a trained router over two or more adapters)."""
@@ -386,3 +395,6 @@ class SamAdapterMoDA(MoDA):
     Base = SamAdapter
     Options = AdapterMoDAOptions
     needs_pixels = True
+    # 2: evaluation routes by queries from the block-input cache (float16 inputs, like the other
+    # bases) instead of a second, frozen fp32 encoder pass per batch
+    code_version = 2
