@@ -247,20 +247,36 @@ def _summary(rec: RunRecord, key: str) -> float:
     return _pts(rec.matrix.summary("iou")[key])
 
 
-def best_continual(runs: Runs, reference: Mapping[int, RunRecord]) -> Optional[str]:
+def best_continual(
+    runs: Runs, reference: Mapping[int, RunRecord]
+) -> Tuple[Optional[str], List[str]]:
     """The non-MoDA continual method with the highest mean Last-IoU over the seeds it shares with
-    ``reference``, scored on ``reference``'s images; None if there is none."""
-    best, best_mean = None, -math.inf
+    ``reference``, scored on ``reference``'s images.
+
+    A method scored on fewer images than ``reference`` (a capped SAM-Adapter run against a MoDA
+    run on every test image) cannot be scored on them: it is left out, never compared on other
+    images.
+
+    Returns:
+      (tuple(Optional[str], List[str])): the best method (None if there is none), and the
+        methods left out because their runs do not hold ``reference``'s images.
+    """
+    best, best_mean, left_out = None, -math.inf, []
     for m in CONTINUAL:
         seeds = [s for s in reference if s in runs.get(m, {})]
         if not seeds:
+            continue
+        if any(
+            (n_test_images(runs[m][s]) or 0) < (n_test_images(reference[s]) or 0) for s in seeds
+        ):
+            left_out.append(m)
             continue
         mean, _, _ = mean_std(
             [_summary(on_images_of(runs[m][s], reference[s]), "last") for s in seeds]
         )
         if mean > best_mean:
             best, best_mean = m, mean
-    return best
+    return best, left_out
 
 
 def judge_runs(
@@ -304,7 +320,7 @@ def judge_runs(
                 note="" if learned else "did not learn: own-task IoU did not rise over row 0",
             )
         )
-        best = best_continual(runs, mruns)
+        best, left_out = best_continual(runs, mruns)
         if best is not None:
             seeds = [s for s in mruns if s in runs[best]]
             out.append(
@@ -316,7 +332,12 @@ def judge_runs(
                         - _summary(on_images_of(runs[best][s], mruns[s]), "last")
                         for s in seeds
                     },
-                    note=f"best: {best}",
+                    note=f"best: {best}"
+                    + (
+                        f" (not comparable, scored on fewer images: {', '.join(left_out)})"
+                        if left_out
+                        else ""
+                    ),
                 )
             )
         out.append(

@@ -11,7 +11,16 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 
-from cosam.claims import CLAIMS, MIN_SEEDS, RESOLUTION, decide, interval, judge, judge_runs
+from cosam.claims import (
+    CLAIMS,
+    MIN_SEEDS,
+    RESOLUTION,
+    best_continual,
+    decide,
+    interval,
+    judge,
+    judge_runs,
+)
 from cosam.matrix import TaskMatrix
 from cosam.report import RunRecord
 
@@ -132,6 +141,29 @@ def test_judge_runs_pairs_seeds_and_names_the_best_continual_method(tmp_path: Pa
     assert verdicts["probe_moda_within_1"].status == "holds"
     assert verdicts["probe_base_drops_3"].status == "holds"  # 10-point drop
     assert verdicts["router_accuracy_at_least_95"].status == "holds"
+
+
+def test_a_capped_method_is_never_the_best_continual_of_a_run_on_more_images(
+    tmp_path: Path,
+) -> None:
+    """SAM-Adapter scored on a capped subset cannot be scored on a full-image MoDA run's images:
+    it is left out of the 'best continual method' (named in the note), not compared on others.
+    (The headline notebook raised here, restricting the capped run to images it never saw.)"""
+    runs: Dict[str, Dict[int, RunRecord]] = {"replay": {}, "sam_adapter": {}, "sequential_moda": {}}
+    for s in range(3):
+        runs["replay"][s] = _record(
+            tmp_path / str(s), "replay", [[0.5, 0.5], [0.8, 0.5], [0.7, 0.8]], [0.7] * 3
+        )
+        runs["sam_adapter"][s] = _record(  # higher Last, but on 2 images per task, not 4
+            tmp_path / str(s), "sam_adapter", [[0.5, 0.5], [0.9, 0.5], [0.9, 0.9]], [0.7] * 3, 2
+        )
+        runs["sequential_moda"][s] = _record(
+            tmp_path / str(s), "sequential_moda", [[0.5, 0.5], [0.8, 0.5], [0.8, 0.8]], [0.7] * 3
+        )
+    assert best_continual(runs, runs["sequential_moda"]) == ("replay", ["sam_adapter"])
+    (beats,) = [v for v in judge_runs(runs) if v.claim == "moda_beats_best_continual"]
+    assert beats.note.startswith("best: replay") and "sam_adapter" in beats.note
+    assert beats.mean == pytest.approx(5.0)
 
 
 def test_a_method_that_did_not_learn_is_not_credited_with_retention(tmp_path: Path) -> None:
