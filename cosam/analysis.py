@@ -89,3 +89,29 @@ def separation(
         "silhouette_features": float(silhouette_score(x, labels, metric="cosine")),
         "silhouette_tsne": float(silhouette_score(emb, labels)),
     }
+
+
+def feature_silhouette(features: np.ndarray, domains: List[str]) -> float:
+    """The silhouette of ``features`` (N,D) on the true ``domains`` in feature space: cosine, on
+    standardised features, as :func:`separation`'s ``silhouette_features`` (no t-SNE)."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+
+    x = StandardScaler().fit_transform(features.astype(np.float64))
+    return float(silhouette_score(x, np.array(domains), metric="cosine"))
+
+
+def silhouette_gain(run_dir: Path, ctx: Optional[Any] = None) -> float:
+    """How much better a MoDA run's GFT queries separate the test domains than pooled encoder
+    features: silhouette(GFT) − silhouette(pooled), both by :func:`feature_silhouette`, over every
+    test image of the run's tasks (the value the ``gft_separates_domains`` claim judges).
+
+    Arguments:
+      run_dir (Path): a finished ``*_moda`` run.
+      ctx (Optional[Any]): a :class:`cosam.runner.Context` to share model and caches.
+
+    Returns:
+      (float): the difference, in silhouette units (−2 .. 2).
+    """
+    f = gft_features(run_dir, ctx=ctx)
+    return feature_silhouette(f.queries, f.domains) - feature_silhouette(f.pooled, f.domains)

@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--out", default="results/tables", help="folder for table2.csv, claims.csv, claims.md"
     )
+    t.add_argument(
+        "--no-gft",
+        action="store_true",
+        help="skip the GFT-separation claim (it re-reads every MoDA run's test queries)",
+    )
     common(t, axes=False, force=False)
     t.set_defaults(fn=cmd_tables)
     u = sub.add_parser(

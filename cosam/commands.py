@@ -275,7 +275,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from .tables import write_tables
 
     spec = _sweep_spec(args)
-    rows, verdicts, md = write_tables(spec, Path(args.out))
+    rows, verdicts, md = write_tables(spec, Path(args.out), gft=not args.no_gft)
     print(md)
     print(
         f"table2.csv ({len(rows)} rows), claims.csv ({len(verdicts)} verdicts) and claims.md written to {args.out}"

@@ -194,23 +194,30 @@ def test_tables_command_writes_table2_and_claims(tmp_path: Path) -> None:
         results_dir=str(tmp_path / "runs"),
         dotted=[
             "data.train_cap=2",
-            "data.test_cap=1",
+            "data.test_cap=2",
             "data.probe_cap=1",
             "train.epochs=1",
             f"cache_dir={tmp_path / 'cache'}",
         ],
     )
     run_sweep(spec, echo=lambda _: None)
-    rows, verdicts, md = write_tables(spec, tmp_path / "tables")
+    rows, verdicts, md = write_tables(spec, tmp_path / "tables", gft=True)
     with open(tmp_path / "tables" / "table2.csv") as f:
         table = list(csv.DictReader(f))
     assert tuple(table[0]) == TABLE2_COLUMNS
     assert [r["method"] for r in table] == ["zeroshot", "sequential", "sequential_moda"]
     assert all(
-        r["n_seeds"] == "1" and int(r["test_images"]) == 8 for r in table
-    )  # 8 tasks x test_cap 1
+        r["n_seeds"] == "1" and int(r["test_images"]) == 16 for r in table
+    )  # 8 tasks x test_cap 2
     with open(tmp_path / "tables" / "claims.csv") as f:
         claims = list(csv.DictReader(f))
     assert tuple(claims[0]) == CLAIMS_COLUMNS
     assert {c["status"] for c in claims} == {"undecided"}  # one seed decides nothing
+    # the GFT claim is judged from the MoDA run's own queries: the silhouette gain, in points
+    from cosam.analysis import silhouette_gain
+
+    (gft,) = [c for c in claims if c["claim"] == "gft_separates_domains"]
+    moda_run = tmp_path / "runs" / "smoke" / "sequential_moda-paper-s0"
+    assert gft["base"] == "sequential" and gft["n_seeds"] == "1"
+    assert float(gft["mean"]) == pytest.approx(100 * silhouette_gain(moda_run), abs=1e-6)
     assert "SYNTHETIC" in md and "1 seed(s), 3 needed" in md
