@@ -456,6 +456,32 @@ def test_dualprompt_uses_task_prompt_in_training_and_nearest_key_at_test(model):
     assert torch.equal(tokens[0, 5:], s.e_prompts[5]) and torch.equal(tokens[1, 5:], s.e_prompts[3])
 
 
+def test_dualprompt_key_starts_at_its_tasks_first_batch_direction(model):
+    s = make_strategy("dualprompt", model)
+    before = [k.detach().clone() for k in s.e_keys]
+    s.before_task(exp_of(0, task_id=3))
+    s.train()
+    q1, q2 = torch.randn(4, 256), torch.randn(4, 256)
+    _, match = s.select(q1, torch.full((4,), 3))
+    want = torch.nn.functional.normalize(torch.nn.functional.normalize(q1, dim=1).mean(0), dim=0)
+    assert torch.allclose(s.e_keys[3].detach(), want, atol=1e-6)
+    # the pull term starts at the batch's mean cosine to its own direction
+    assert float(match) == pytest.approx(
+        float((torch.nn.functional.normalize(q1, dim=1) @ want).mean())
+    )
+    s.select(q2, torch.full((4,), 3))  # later batches leave the key to the optimiser
+    assert torch.allclose(s.e_keys[3].detach(), want, atol=1e-6)
+    assert all(torch.equal(before[i], s.e_keys[i].detach()) for i in range(8) if i != 3)
+    u = make_strategy("dualprompt", model, key_init="uniform")
+    u_before = u.e_keys[3].detach().clone()
+    u.before_task(exp_of(0, task_id=3))
+    u.train()
+    u.select(q1, torch.full((4,), 3))
+    assert torch.equal(u.e_keys[3].detach(), u_before)
+    with pytest.raises(ConfigError, match="key_init"):
+        make_strategy("dualprompt", model, key_init="zeros")
+
+
 def test_coda_new_slice_orthogonal_to_old(model):
     s: CodaPrompt = make_strategy("coda", model)
     s.before_task(exp_of(0))

@@ -14,11 +14,13 @@ adaptation* of DualPrompt (Wang et al., ECCV 2022), built the same way as the re
   (DualPrompt's pull constraint, weight 1.0);
 * test: per image, the E-prompt whose key is nearest (cosine) to the query, among the tasks
   trained so far (unseen slots hold untrained random keys; before any training all slots
-  compete);
+  compete); a task's key starts at the mean direction of its first training batch's queries
+  (``key_init="query"``, the default; ``"uniform"`` keeps U(−1, 1), which barely moved);
 * the G and the chosen E tokens (10) are appended to the decoder's sparse prompt tokens
-  (``one_way=False``); the output is SAM's single mask. Keys start U(−1, 1), as the reference's
-  L2P pool and DualPrompt's code; prompts start U(−1, 1) scaled to the norm of SAM's own prompt
-  tokens (``init="sam"``, the default; :func:`cosam.methods.l2p.sam_prompt_token_norm`: 11.8 for
+  (``one_way=False``); the output is SAM's single mask. Keys are drawn U(−1, 1), as the
+  reference's L2P pool and DualPrompt's code, then set at their task's first batch (above);
+  prompts start U(−1, 1) scaled to the norm of SAM's own prompt tokens (``init="sam"``, the
+  default; :func:`cosam.methods.l2p.sam_prompt_token_norm`: 11.8 for
   the pretrained ``vit_t``, against √(256/3) ≈ 9.2 unscaled). ``init="reference"`` keeps
   U(−1, 1) (the published notebooks' DualPrompt rows were run with it).
 
@@ -43,12 +45,16 @@ from ..errors import ConfigError
 from .base import Experience
 from .l2p import PromptStrategy, check_init, uniform_prompts
 
+KEY_INITS = ("query", "uniform")
+
 
 @dataclass
 class DualPromptOptions:
     """g_length / e_length: tokens of the shared and per-task prompts; key_match_weight: pull
     constraint weight; n_tasks: E-prompt slots (task ids 0..n_tasks-1); embed_dim: SAM's
-    decoder width; init: ``sam`` (prompts at SAM's prompt-token norm) | ``reference`` (U(−1, 1))."""
+    decoder width; init: ``sam`` (prompts at SAM's prompt-token norm) | ``reference`` (U(−1, 1));
+    key_init: ``query`` (a task's key starts at the mean direction of its first batch's queries)
+    | ``uniform`` (U(−1, 1), code_version 2's keys)."""
 
     g_length: int = 5
     e_length: int = 5
@@ -56,9 +62,14 @@ class DualPromptOptions:
     n_tasks: int = len(PAPER_ORDER)
     embed_dim: int = 256
     init: str = "sam"
+    key_init: str = "query"
 
     def __post_init__(self) -> None:
         check_init(self.init)
+        if self.key_init not in KEY_INITS:
+            raise ConfigError(
+                f"method_options.key_init={self.key_init!r}; valid values: {', '.join(KEY_INITS)}"
+            )
         for k in ("g_length", "e_length"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 0:
                 raise ConfigError(
@@ -80,9 +91,10 @@ class DualPrompt(PromptStrategy):
     """Shared G-prompt + per-task E-prompts chosen by key at test."""
 
     name = "dualprompt"
-    code_version = (
-        2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
-    )
+    # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init.
+    # 3: keys start at their task's query direction (key_init=query); U(−1, 1) keys barely moved
+    # and every image chose one E-prompt (cpu validation: cosine to the own key 0.02-0.19)
+    code_version = 3
     Options = DualPromptOptions
 
     def __init__(self, model, cfg) -> None:
@@ -100,6 +112,7 @@ class DualPrompt(PromptStrategy):
             [nn.Parameter(torch.empty(o.embed_dim).uniform_(-1.0, 1.0)) for _ in range(n)]
         )
         self.register_buffer("seen", torch.zeros(n, dtype=torch.bool))
+        self.register_buffer("key_ready", torch.zeros(n, dtype=torch.bool))
         self._current: List[int] = []
 
     def plan(self, tasks: Sequence[Task]) -> List[Experience]:
@@ -134,6 +147,9 @@ class DualPrompt(PromptStrategy):
         qn = F.normalize(q, dim=1)
         if self.training:
             slot = task_ids.long()
+            if self.opts.key_init == "query":
+                self._init_keys(qn, slot)
+                keys = torch.stack(list(self.e_keys))
             match = (qn * F.normalize(keys[slot], dim=1)).sum() / b
         else:
             sim = qn @ F.normalize(keys, dim=1).t()  # (B,n)
@@ -144,6 +160,22 @@ class DualPrompt(PromptStrategy):
         e = torch.stack(list(self.e_prompts))[slot]  # (B,Le,256)
         tokens = torch.cat([self.g_prompt.unsqueeze(0).expand(b, -1, -1), e], dim=1)
         return tokens, match
+
+    @torch.no_grad()
+    def _init_keys(self, qn: Tensor, slot: Tensor) -> None:
+        """Set each not-yet-initialised key of ``slot`` to the mean direction of its images'
+        normalised queries ``qn`` (B,256) in this (the task's first) batch.
+
+        The key the pull constraint converges to is that direction; started U(−1, 1) at norm
+        ≈ 9, Adam's steps of about lr per coordinate left the keys near their random start (cpu
+        validation, lr 1e-3: cosine to the own task's queries 0.02-0.19), and the nearest key
+        then chose the same E-prompt for 6 of 8 domains. Started at the task's query direction,
+        class-mean keys select the right E-prompt for 89 % of the validation images.
+        """
+        for i in slot.unique().tolist():
+            if not bool(self.key_ready[i]):
+                self.e_keys[i].copy_(F.normalize(qn[slot == i].mean(dim=0), dim=0))
+                self.key_ready[i] = True
 
     def cost(self):
         o = self.opts
