@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import torch
@@ -421,6 +421,19 @@ def test_prompt_init_at_sam_prompt_token_norm(model, method):
     assert token_norm("reference") / sam_norm < 0.6
     with pytest.raises(ConfigError, match="method_options.init"):
         make_strategy(method, model, init="zeros")
+
+
+@pytest.mark.parametrize("method", ["dualprompt", "coda"])
+def test_prompt_scale_multiplies_the_initial_token_norm(model, method):
+    """``prompt_scale`` (a validation choice) scales the init="sam" prompts, same random draw."""
+
+    def tokens(**options: Any) -> torch.Tensor:
+        return PROMPT_TOKENS[method](make_strategy(method, model, seed=3, **options)).detach()
+
+    assert torch.allclose(tokens(prompt_scale=0.1), 0.1 * tokens(), rtol=1e-5, atol=1e-6)
+    for bad in (0, -1.0, "big", True):
+        with pytest.raises(ConfigError, match="prompt_scale"):
+            make_strategy(method, model, prompt_scale=bad)
 
 
 def test_l2p_selection_batchwise_in_training_per_image_at_test(model):

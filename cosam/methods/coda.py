@@ -50,22 +50,25 @@ from ..data.benchmark import Task
 from ..data.domains import PAPER_ORDER
 from ..errors import ConfigError
 from .base import Experience
-from .l2p import PromptStrategy, check_init, sam_prompt_token_norm
+from .l2p import PromptStrategy, check_init, check_prompt_scale, sam_prompt_token_norm
 
 
 @dataclass
 class CodaOptions:
     """pool_size: components M (40); length: tokens per prompt (5); n_tasks: slices (8);
-    init: ``sam`` (component tokens at SAM's prompt-token norm) | ``reference`` (unit rows)."""
+    init: ``sam`` (component tokens at SAM's prompt-token norm) | ``reference`` (unit rows);
+    prompt_scale: with ``init="sam"``, the components' token norm as a multiple of SAM's (1.0)."""
 
     pool_size: int = 40
     length: int = 5
     n_tasks: int = len(PAPER_ORDER)
     embed_dim: int = 256
     init: str = "sam"
+    prompt_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_init(self.init)
+        check_prompt_scale(self.prompt_scale)
         for k in ("pool_size", "length", "n_tasks"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ConfigError(
@@ -111,7 +114,11 @@ class CodaPrompt(PromptStrategy):
         m, per = o.pool_size, o.pool_size // o.n_tasks
         self.per_slice = per
         # P's orthonormal rows (length x 256 flattened) times this: tokens at SAM's prompt-token norm
-        self.p_scale = sam_prompt_token_norm(model) * o.length**0.5 if o.init == "sam" else 1.0
+        self.p_scale = (
+            o.prompt_scale * sam_prompt_token_norm(model) * o.length**0.5
+            if o.init == "sam"
+            else 1.0
+        )
         P, K, A = (
             _ortho((m, o.length, o.embed_dim)),
             _ortho((m, o.embed_dim)),

@@ -43,7 +43,7 @@ from ..data.benchmark import Task
 from ..data.domains import PAPER_ORDER
 from ..errors import ConfigError
 from .base import Experience
-from .l2p import PromptStrategy, check_init, uniform_prompts
+from .l2p import PromptStrategy, check_init, check_prompt_scale, uniform_prompts
 
 KEY_INITS = ("query", "uniform")
 
@@ -54,7 +54,8 @@ class DualPromptOptions:
     constraint weight; n_tasks: E-prompt slots (task ids 0..n_tasks-1); embed_dim: SAM's
     decoder width; init: ``sam`` (prompts at SAM's prompt-token norm) | ``reference`` (U(−1, 1));
     key_init: ``query`` (a task's key starts at the mean direction of its first batch's queries)
-    | ``uniform`` (U(−1, 1), code_version 2's keys)."""
+    | ``uniform`` (U(−1, 1), code_version 2's keys); prompt_scale: with ``init="sam"``, the
+    prompts' initial norm as a multiple of SAM's prompt-token norm (1.0; a choice for validation)."""
 
     g_length: int = 5
     e_length: int = 5
@@ -63,9 +64,11 @@ class DualPromptOptions:
     embed_dim: int = 256
     init: str = "sam"
     key_init: str = "query"
+    prompt_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_init(self.init)
+        check_prompt_scale(self.prompt_scale)
         if self.key_init not in KEY_INITS:
             raise ConfigError(
                 f"method_options.key_init={self.key_init!r}; valid values: {', '.join(KEY_INITS)}"
@@ -101,10 +104,14 @@ class DualPrompt(PromptStrategy):
         super().__init__(model, cfg)
         o = self.opts
         n = o.n_tasks
-        self.g_prompt = nn.Parameter(uniform_prompts((o.g_length, o.embed_dim), model, o.init))
+        self.g_prompt = nn.Parameter(
+            uniform_prompts((o.g_length, o.embed_dim), model, o.init, o.prompt_scale)
+        )
         self.e_prompts = nn.ParameterList(
             [
-                nn.Parameter(uniform_prompts((o.e_length, o.embed_dim), model, o.init))
+                nn.Parameter(
+                    uniform_prompts((o.e_length, o.embed_dim), model, o.init, o.prompt_scale)
+                )
                 for _ in range(n)
             ]
         )

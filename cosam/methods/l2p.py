@@ -86,13 +86,20 @@ def check_init(init: str) -> None:
         raise ConfigError(f"method_options.init={init!r}; valid values: {', '.join(INITS)}")
 
 
-def uniform_prompts(shape: Sequence[int], model: Any, init: str) -> Tensor:
+def uniform_prompts(shape: Sequence[int], model: Any, init: str, scale: float = 1.0) -> Tensor:
     """U(−1, 1) prompt tokens (last dim D), scaled for ``init="sam"`` so that a token's expected
-    norm, √(D/3) unscaled, equals :func:`sam_prompt_token_norm`; ``"reference"``: unscaled."""
+    norm, √(D/3) unscaled, equals ``scale`` × :func:`sam_prompt_token_norm`; ``"reference"``:
+    unscaled (``scale`` ignored)."""
     t = torch.empty(*shape).uniform_(-1.0, 1.0)
     if init == "sam":
-        t.mul_(sam_prompt_token_norm(model) / (shape[-1] / 3.0) ** 0.5)
+        t.mul_(scale * sam_prompt_token_norm(model) / (shape[-1] / 3.0) ** 0.5)
     return t
+
+
+def check_prompt_scale(scale: Any) -> None:
+    """Raise ConfigError unless ``scale`` (``method_options.prompt_scale``) is a positive number."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ConfigError(f"method_options.prompt_scale must be a positive number, got {scale!r}")
 
 
 class PromptStrategy(Strategy, abc.ABC):
