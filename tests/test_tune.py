@@ -241,3 +241,30 @@ def test_tuning_never_reads_the_test_split(
     runner.run(cfg, ctx=runner.Context())
     assert any("/test/" in p for p in reads["opened"]) and "test" in reads["listed"]
     assert set(reads["evaluated"]) == {"test"} and set(reads["trained"]) == {"train"}
+
+
+TUNING = Path(__file__).resolve().parents[1] / "results" / "tuning"
+
+
+@pytest.mark.parametrize(
+    "profile, method",
+    [(p.parent.parent.name, p.parent.name) for p in sorted(TUNING.glob("*/*/tune.json"))],
+)
+def test_profile_learning_rates_are_the_recorded_validation_choices(
+    profile: str, method: str
+) -> None:
+    """Every committed tuning decides its profile's default: among the grid points whose other
+    axes hold the profile's values (joint's budget axis: the profile's train_cap), the learning
+    rate with the best validation score (the first on a tie) is the one the profile gives."""
+    record = json.loads((TUNING / profile / method / "tune.json").read_text())
+    assert record["split"] == "val"
+    cfg = make_config(profile, {"method": method})
+    profile_value = {"data.train_cap": cfg.data.train_cap, "train.epochs": cfg.train.epochs}
+    points = [
+        p
+        for p in record["points"]
+        if all(p[k] == profile_value[k] for k in record["grid"] if k != "train.lr")
+    ]
+    assert points, f"{method}: no grid point at the {profile} profile's settings"
+    best = choose(points, record["criterion"])
+    assert cfg.train.lr == pytest.approx(points[best]["train.lr"])
