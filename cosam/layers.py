@@ -11,6 +11,7 @@ The layers, lowest first (a module may import from its own layer or any lower on
 
     base      errors io schema (the Config dataclasses) faults published accel distributed metrics
               matrix losses stats (mean ± std over seeds)
+              profiles (the values each profile sets)
     data      cosam.data.*
     models    cosam.models.*
     features  the frozen-encoder caches (data + models)
@@ -58,6 +59,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "cosam.metrics",
             "cosam.matrix",
             "cosam.stats",
+            "cosam.profiles",
             "cosam.losses",
             "cosam.layers",
         ),

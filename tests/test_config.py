@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cosam.config import PROFILES, Config, config_from_file, dotted_to_dict, make_config
+from cosam.config import (
+    METHOD_PROFILE_OVERRIDES,
+    PROFILES,
+    Config,
+    config_from_file,
+    dotted_to_dict,
+    make_config,
+    merge,
+)
 from cosam.errors import ConfigError
 
 
@@ -24,7 +32,9 @@ def test_profiles_set_what_they_promise() -> None:
     for name, profile in PROFILES.items():
         got = dict(_leaves(make_config(name).to_dict()))
         assert got["profile"] == name
-        set_by_profile = dict(_leaves(profile))
+        # the profile, then its adjustment for the default method (cpu tunes sequential's rate)
+        adjust = METHOD_PROFILE_OVERRIDES.get(name, {}).get(Config().method, {})
+        set_by_profile = dict(_leaves(merge(profile, adjust)))
         for key, value in set_by_profile.items():
             assert got[key] == value, f"profile {name}: {key}"
         # Keys the profile does not set keep the dataclass defaults (sections merge, not replace).

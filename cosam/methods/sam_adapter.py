@@ -27,7 +27,7 @@ CPU-profile note: this is the only baseline whose cost grows with image size for
 evaluation. At 512 px on 2 cores the uncached encoder pass (forward + backward through the
 adapters) dominates, so the ``cpu`` profile trains it (and ``sam_adapter_moda``) on 8 images per
 domain for 4 epochs and evaluates 10 test images per domain and 20 probe images
-(``cosam.config.METHOD_PROFILE_OVERRIDES``); :func:`cosam.report.restrict_to_subset` scores other
+(``cosam.profiles.METHOD_PROFILE_OVERRIDES``); :func:`cosam.report.restrict_to_subset` scores other
 runs on the same images for a like-for-like comparison.
 
 Resume: ``method_state`` holds only the adapters and the decoder copy (the frozen encoder copy is
