@@ -23,7 +23,9 @@ The claims (:data:`CLAIMS`), per base (HQ-SAM = ``sequential``, ``decoder_tuning
 * ``moda_ff_at_most_1``: MoDA's FF-IoU ≤ 1 point;
 * ``moda_beats_best_continual``: MoDA beats the best non-MoDA continual method on Last-IoU
   (paired difference > 0; the best is the one with the highest mean Last-IoU, scored on MoDA's
-  own test images, so a capped base is compared on its subset only);
+  own test images, so a capped base is compared on its subset only). While a continual method
+  of :data:`CONTINUAL` has no run on MoDA's seeds it is ``undecided`` at best (the note names
+  the methods not run): beating the others says nothing of it, though losing to one fails;
 * ``probe_moda_within_1``: MoDA keeps the natural-image probe within 1 point of zero-shot
   (probe drop ≤ 1);
 * ``probe_base_drops_3``: the base without MoDA loses ≥ 3 points on the probe;
@@ -323,23 +325,28 @@ def judge_runs(
         best, left_out = best_continual(runs, mruns)
         if best is not None:
             seeds = [s for s in mruns if s in runs[best]]
-            out.append(
-                judge(
-                    "moda_beats_best_continual",
-                    base,
-                    {
-                        s: _summary(mruns[s], "last")
-                        - _summary(on_images_of(runs[best][s], mruns[s]), "last")
-                        for s in seeds
-                    },
-                    note=f"best: {best}"
-                    + (
-                        f" (not comparable, scored on fewer images: {', '.join(left_out)})"
-                        if left_out
-                        else ""
-                    ),
+            # A continual method with no run on MoDA's seeds may be the best: beating the ones run
+            # proves nothing about it (the claim stays undecided), though losing to one fails it.
+            not_run = [m for m in CONTINUAL if not any(s in runs.get(m, {}) for s in mruns)]
+            verdict = judge(
+                "moda_beats_best_continual",
+                base,
+                {
+                    s: _summary(mruns[s], "last")
+                    - _summary(on_images_of(runs[best][s], mruns[s]), "last")
+                    for s in seeds
+                },
+                note=f"best: {best}"
+                + (
+                    f" (not comparable, scored on fewer images: {', '.join(left_out)})"
+                    if left_out
+                    else ""
                 )
+                + (f"; not run: {', '.join(not_run)}" if not_run else ""),
             )
+            if not_run and verdict.status == "holds":
+                verdict.status = "undecided"
+            out.append(verdict)
         out.append(
             judge("probe_moda_within_1", base, {s: _summary(mruns[s], "probe_drop") for s in mruns})
         )

@@ -13,6 +13,7 @@ import pytest
 
 from cosam.claims import (
     CLAIMS,
+    CONTINUAL,
     MIN_SEEDS,
     RESOLUTION,
     best_continual,
@@ -133,8 +134,22 @@ def test_judge_runs_pairs_seeds_and_names_the_best_continual_method(tmp_path: Pa
         20.0
     )  # (0.8+0.8)/2 - (0.4+0.8)/2 = 0.2
     assert verdicts["moda_raises_last"].status == "holds"
-    assert verdicts["moda_beats_best_continual"].note == "best: replay"
-    assert verdicts["moda_beats_best_continual"].mean == pytest.approx(5.0)
+    beats = verdicts["moda_beats_best_continual"]
+    assert beats.note.startswith("best: replay; not run: lwf, ewc, l2p")
+    assert beats.mean == pytest.approx(5.0)
+    # 5 points over the best of the two run, but five continual methods never ran: undecided
+    assert beats.status == "undecided"
+    for m in CONTINUAL:  # with every continual method run (all below replay), it holds
+        runs.setdefault(m, {s: runs["sequential"][s] for s in range(3)})
+    beats = {v.claim: v for v in judge_runs(runs)}["moda_beats_best_continual"]
+    assert (beats.status, beats.note) == ("holds", "best: replay")
+    # losing to one method run fails it, however many did not run
+    worse = {m: runs[m] for m in ("sequential", "sequential_moda")}
+    worse["replay"] = {s: runs["replay"][s] for s in range(3)}
+    worse["sequential_moda"] = {s: runs["sequential"][s] for s in range(3)}
+    beats = {v.claim: v for v in judge_runs(worse)}["moda_beats_best_continual"]
+    assert beats.status == "fails" and beats.mean == pytest.approx(-15.0)
+    assert "not run: lwf" in beats.note
     assert (
         verdicts["moda_ff_at_most_1"].status == "holds" and verdicts["moda_ff_at_most_1"].note == ""
     )
