@@ -22,8 +22,9 @@ only the LayerNorm lever applies), ``eval_pass`` (``cosam.engine.evaluate`` with
 ``--eval-images`` box prompts at varied original sizes, ground truths 300-1100 px a side;
 variants ``reference``, ``+metrics`` (reference model, fast Boundary IoU), ``fast`` (everything,
 the ground-truth boundary bands computed afresh: a run's first evaluation) and
-``fast_cached_gt`` (the bands cached: the run's later evaluations)), ``moda_capture`` (no
-lever: an encoder pass that also captures MoDA's block inputs, against a plain one) and
+``fast_cached_gt`` (the bands cached: the run's later evaluations)), ``moda_capture`` (an
+encoder pass that also captures MoDA's block inputs, as the feature-cache pass now does when a
+MoDA run reads them, against a plain one: the cost that replaced a second pass) and
 ``sam_adapter_step`` (a SAM-Adapter training step, live encoder with adapters; ``fast``: its
 frozen stem memoised, as in every epoch after a task's first, and all levers). The steps and
 the evaluation forward are also counted in
@@ -359,9 +360,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
 
     if "moda_capture" in phases:
-        # MoDA's block-input cache is filled by a second encoder pass per image (the lever,
-        # not implemented here): capturing the inputs during the feature-cache pass costs only
-        # the hooks. "encode+capture" against "encode": what one pass doing both would cost.
+        # MoDA's block-input cache used to be filled by a second encoder pass per image; the
+        # feature-cache pass now captures the inputs (FeatureCache.capture_blocks), which costs
+        # only the hooks. "encode+capture" against "encode": that pass against a plain one.
         from cosam.models.tokens import capture
 
         def enc_plain() -> None:
@@ -381,7 +382,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "encode",
             {},
             peak,
-            note="no lever: capture in the feature-cache pass vs the separate re-encode",
+            note="capture in the feature-cache pass (replaces a separate re-encode)",
         )
 
     if "sam_adapter_step" in phases:

@@ -10,6 +10,7 @@ atomically, and also kept in RAM for the life of the process.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import logging
 import time
@@ -119,6 +120,11 @@ class SampleStore:
         return item
 
 
+def entry_path(root: Path, key: str) -> Path:
+    """Where an encoder cache under ``root`` keeps the entry of the image whose key is ``key``."""
+    return Path(root) / key[:2] / f"{key}.pt"
+
+
 class _EncoderCache(abc.ABC):
     """What the frozen-encoder caches share: entries keyed by (weights id, input size, sha1 of the
     image file) under ``root/<weights_id>/<S>/<sub>/<key[:2]>/<key>.pt``, written atomically,
@@ -176,7 +182,12 @@ class _EncoderCache(abc.ABC):
         return k
 
     def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.pt"
+        return entry_path(self.root, key)
+
+    def _also_write(self, key: str, j: int) -> None:
+        """After image ``j`` of the batch just encoded was written as ``key``: write anything
+        else that pass produced for it (default nothing)."""
+        return None
 
     def _load(self, key: str) -> Optional[Any]:
         if key in self._ram:
@@ -211,11 +222,12 @@ class _EncoderCache(abc.ABC):
             for start in range(0, len(missing), self.batch_size):
                 idx = missing[start : start + self.batch_size]
                 images = torch.stack([store.get(samples[i], keep_image=True).image for i in idx])
-                for i, value in zip(idx, self._encode(images)):
+                for j, (i, value) in enumerate(zip(idx, self._encode(images))):
                     self._ram[keys[i]] = value
                     if self.enabled:
                         try:
                             torch_save(self._path(keys[i]), self._pack(value))
+                            self._also_write(keys[i], j)
                         except CosamError as exc:
                             log.warning("%s not written (%s); continuing in memory", self.what, exc)
                             self.enabled = False
@@ -252,6 +264,21 @@ class FeatureCache(_EncoderCache):
     ) -> None:
         super().__init__(root, model, dtype, batch_size, progress, enabled)
         self.accel = accel or CPU
+        self.blocks_root: Optional[Path] = None
+        self._captured: List[List[Tensor]] = []
+
+    def capture_blocks(self) -> bool:
+        """From now on, also write MoDA's block-input entries (:class:`BlockInputCache`, same
+        root and keys) from every encoding pass, so a later MoDA run never re-encodes an image
+        this cache encoded. Only where the two passes compute the same thing: an fp32 encoder
+        (the block cache encodes without autocast) and a cache that writes to disk.
+
+        Returns:
+          (bool): whether capturing is on.
+        """
+        if self.accel.amp_dtype is None and self.enabled:
+            self.blocks_root = self.root / BlockInputCache.sub
+        return self.blocks_root is not None
 
     def _pack(self, value: Tuple[Tensor, Tensor]) -> Dict[str, Any]:
         return {"embedding": value[0], "interm": value[1]}
@@ -260,12 +287,28 @@ class FeatureCache(_EncoderCache):
         return entry["embedding"], entry["interm"]
 
     def _encode(self, images: Tensor) -> List[Tuple[Tensor, Tensor]]:
-        with self.accel.autocast():
+        from .models.tokens import capture
+
+        grab = capture(self.model.image_encoder) if self.blocks_root else contextlib.nullcontext()
+        with self.accel.autocast(), grab as inputs:
             emb, interm = self.model.encode(self.accel.move(images))
+        n = images.shape[0]
+        self._captured = (
+            [[t[j].to(self.dtype).cpu().clone() for t in inputs] for j in range(n)]
+            if self.blocks_root
+            else []
+        )
         return [
             (emb[j].to(self.dtype).cpu().clone(), interm[j].to(self.dtype).cpu().clone())
-            for j in range(images.shape[0])
+            for j in range(n)
         ]
+
+    def _also_write(self, key: str, j: int) -> None:
+        if self.blocks_root is None or not self._captured:
+            return
+        path = entry_path(self.blocks_root, key)
+        if not path.is_file():  # the entry BlockInputCache would write (its _pack)
+            torch_save(path, {"blocks": self._captured[j]})
 
     def get(self, samples: Sequence[SamplePath], store: SampleStore) -> Tuple[Tensor, Tensor]:
         """Features of ``samples`` in order.

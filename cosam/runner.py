@@ -54,6 +54,9 @@ class Context:
     store: Optional[SampleStore] = None
     key: Any = None
     accel: Accel = CPU
+    #: every run's feature pass also writes MoDA's block inputs (set when MoDA runs will follow
+    #: in this process, so they never re-encode what an earlier run encoded)
+    capture_blocks: bool = False
 
 
 def run(cfg: Config, force: bool = False, ctx: Optional[Context] = None) -> Path:
@@ -255,6 +258,8 @@ def _run_locked(
         start_step = state["step"] + 1
         log.info("resuming %s after step %d", run_dir, state["step"])
 
+    if ctx.capture_blocks or strategy.reads_block_inputs():
+        cache.capture_blocks()
     encode_eval = not strategy.needs_pixels
     sets = make_eval_sets(bench, cache, store, encode_now=encode_eval)
 

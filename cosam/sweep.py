@@ -89,7 +89,8 @@ def run_sweep(
         out / MANIFEST,
         {"spec": spec.to_dict(), "note": "grid of `python -m cosam sweep`; read by aggregate"},
     )
-    ctx = Context()
+    # a MoDA run later in the grid reads the block inputs the earlier runs' encoding captured
+    ctx = Context(capture_blocks=any("moda" in m for m in spec.methods))
     combos = spec.combos()
     outcomes: List[RunOutcome] = []
     for i, combo in enumerate(combos, 1):

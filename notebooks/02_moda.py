@@ -78,7 +78,7 @@ from cosam.report import data_label, load_router, load_run, moda_rows, router_ac
 from cosam.runner import Context, run
 
 methods = ["zeroshot"] + [m for b in nb.as_list(bases) for m in (b, f"{b}_moda")]
-ctx = Context()
+ctx = Context(capture_blocks=True)  # the bases' encoding also fills the MoDA runs' block inputs
 runs, walls = {}, []
 for method in methods:
     for s in nb.as_list(seeds):

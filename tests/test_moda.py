@@ -324,3 +324,49 @@ def test_sam_adapter_moda_reads_dataset_queries_from_the_block_cache(runs, monke
         live = strategy.predict_images(images, boxes, task_ids, None)
         assert live_calls == [1] and strategy._routes == cached_routes
     assert torch.allclose(cached, live, atol=1e-4)
+
+
+def test_feature_pass_fills_the_block_cache_moda_reads(tmp_path, monkeypatch) -> None:
+    """With ``Context(capture_blocks=True)`` the bases' feature pass also writes MoDA's block
+    inputs: a MoDA run after them encodes nothing for its tokens, and its matrix equals that of
+    a MoDA run that built its block cache in a pass of its own (the same bytes)."""
+    from cosam.features import BlockInputCache, FeatureCache
+
+    block_passes = []
+    real = BlockInputCache._encode
+    monkeypatch.setattr(
+        BlockInputCache, "_encode", lambda self, x: block_passes.append(len(x)) or real(self, x)
+    )
+
+    def cfg(method: str, where: str):
+        return make_config(
+            "smoke",
+            {
+                **SMOKE,
+                "method": method,
+                "method_options": {"router_epochs": 2} if method.endswith("_moda") else {},
+                "results_dir": str(tmp_path / where / "runs"),
+                "cache_dir": str(tmp_path / where / "cache"),
+            },
+        )
+
+    ctx = runner.Context(capture_blocks=True)
+    runner.run(cfg("zeroshot", "a"), ctx=ctx)  # encodes the test and probe images
+    runner.run(cfg("sequential", "a"), ctx=ctx)  # encodes the train images
+    blocks_a = sorted((tmp_path / "a" / "cache").rglob("blocks/*/*.pt"))
+    assert blocks_a, "the feature pass wrote no block-input entry"
+    moda_a = runner.run(cfg("sequential_moda", "a"), ctx=ctx)
+    assert block_passes == [], "the MoDA run re-encoded images the feature pass had captured"
+
+    # as before: no capture, the MoDA run encodes every image once more for its block inputs
+    monkeypatch.setattr(FeatureCache, "capture_blocks", lambda self: False)
+    moda_b = runner.run(cfg("sequential_moda", "b"), ctx=runner.Context())
+    assert sum(block_passes) == len(blocks_a)
+    blocks_b = sorted((tmp_path / "b" / "cache").rglob("blocks/*/*.pt"))
+    assert [p.name for p in blocks_b] == [p.name for p in blocks_a]
+    for pa, pb in zip(blocks_a, blocks_b):
+        ta = torch.load(pa, weights_only=True)["blocks"]
+        tb = torch.load(pb, weights_only=True)["blocks"]
+        assert len(ta) == len(tb) and all(torch.equal(x, y) for x, y in zip(ta, tb))
+    read = lambda p: json.loads((p / "matrix.json").read_text())  # noqa: E731
+    assert read(moda_a) == read(moda_b)

@@ -89,6 +89,11 @@ class Strategy(nn.Module):
         self.cfg = cfg
         self.opts = from_dict(self.Options, cfg.method_options, where="method_options.")
 
+    def reads_block_inputs(self) -> bool:
+        """Whether this run reads MoDA's block-input cache (then the run's feature pass fills
+        it too: :meth:`cosam.features.FeatureCache.capture_blocks`)."""
+        return False
+
     # ---- the sequence -----------------------------------------------------------------
     def plan(self, tasks: Sequence[Task]) -> List[Experience]:
         """Experiences in training order (default: one per task)."""
@@ -212,6 +217,9 @@ class Wrapper(Strategy):
 
     def trainable_parameters(self) -> List[nn.Parameter]:
         return self.base.trainable_parameters()
+
+    def reads_block_inputs(self) -> bool:
+        return self.base.reads_block_inputs()
 
     def encode(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         return self.base.encode(images)

@@ -208,7 +208,7 @@ class MoDA(Wrapper):
         then each image goes through its routed adapter."""
         if self.training or len(self.pool) == 0:
             return super().predict_images(images, prompts, task_ids, samples)
-        if self.Base.needs_pixels and samples is not None and self._cached_queries():
+        if self.Base.needs_pixels and samples is not None and self.reads_block_inputs():
             # the query's frozen pass is read from the block-input cache, as the other bases route
             q, emb, interm = self.queries(samples), None, None
         else:
@@ -241,7 +241,7 @@ class MoDA(Wrapper):
         """
         return self.token_inputs.queries(self.reader, samples, memo=not self.opts.train_tokens)
 
-    def _cached_queries(self) -> bool:
+    def reads_block_inputs(self) -> bool:
         """Whether :meth:`queries` reads captured block inputs from disk (one-way tokens)."""
         return self.token_inputs.token_cache == "disk" and self.opts.attention == "one_way"
 
