@@ -14,7 +14,7 @@ repo=$(git rev-parse --show-toplevel)
 commit=$(git -C "$repo" rev-parse --short HEAD)
 out="$repo/benchmarks/results/headline.csv"
 what=${1:-both}
-[ -f "$out" ] || echo "command,profile,wall_s,threads,commit" > "$out"
+[ -f "$out" ] || echo "command,profile,wall_s,threads,commit,note" > "$out"
 
 fresh_clone() {  # prints the path of a new clone of HEAD beside the repository, with .venv built
   local dir
@@ -31,7 +31,7 @@ timed() {  # timed <label> <clone> <command...>: appends one row
   t0=$(date +%s)
   (cd "$clone" && "$@")
   t1=$(date +%s)
-  printf '"%s",cpu,%d,%s,%s\n' "$label" "$((t1 - t0))" "$threads" "$commit" >> "$out"
+  printf '"%s",cpu,%d,%s,%s,"%s"\n' "$label" "$((t1 - t0))" "$threads" "$commit" "${HEADLINE_NOTE:-fresh clone, quiet machine}" >> "$out"
   tail -1 "$out"
 }
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cosam {run,study,sweep,aggregate,tables,tune,check-data,methods}``.
+"""Command line: ``python -m cosam {run,study,sweep,aggregate,tables,archive,tune,check-data,methods}``.
 
 python -m cosam run --method sequential --order shuffled --seed 0 --profile cpu
 python -m cosam run --method joint --set train.epochs=2 --set data.train_cap=16
@@ -21,6 +21,7 @@ from typing import List, Optional
 from .commands import (
     STUDY_METHODS,
     cmd_aggregate,
+    cmd_archive,
     cmd_check_data,
     cmd_methods,
     cmd_run,
@@ -151,6 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(t, axes=False, force=False)
     t.set_defaults(fn=cmd_tables)
+    v = sub.add_parser(
+        "archive",
+        help="copy a grid's finished runs, without their saved state, into a folder small enough "
+        "to commit (tables read it as a results dir)",
+    )
+    v.add_argument("--methods", nargs="+", required=True)
+    v.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    v.add_argument("--orders", nargs="+", default=["paper"])
+    v.add_argument("--out", default="results/archive", help="the archive's root folder")
+    v.add_argument(
+        "--no-gft",
+        action="store_true",
+        help="do not compute and store the MoDA runs' GFT silhouettes first",
+    )
+    common(v, axes=False, force=False)
+    v.set_defaults(fn=cmd_archive)
     u = sub.add_parser(
         "tune", help="choose a method's settings on the validation split from a small grid"
     )

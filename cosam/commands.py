@@ -283,6 +283,17 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from .archive import archive_grid
+
+    spec = _sweep_spec(args)
+    done = archive_grid(spec, Path(args.out), gft=not args.no_gft)
+    print(
+        f"{len(done)} of {len(spec.combos())} runs archived under {Path(args.out) / spec.profile}"
+    )
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import TuneSpec, describe, parse_grid, run_tune
 

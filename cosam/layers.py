@@ -25,7 +25,7 @@ The layers, lowest first (a module may import from its own layer or any lower on
     results   report, report_tables (the reports' tables), claims, diagrams
     plots     plots, gallery (images, masks, prompts), sweep_plots (order sensitivity)
     sweeps    grid (a sweep's spec), sweep_markdown, aggregate, sweep_result (read back), sweep
-              (running), tables, tune, launch
+              (running), tables, archive (finished runs kept small enough to commit), tune, launch
     entry     notebook, commands, cli, __main__
 
 Imports inside functions remain where a module is costly to import (torch, the methods: 2.6 s)
@@ -78,6 +78,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     (
         "sweeps",
         (
+            "cosam.archive",
             "cosam.grid",
             "cosam.sweep_markdown",
             "cosam.aggregate",

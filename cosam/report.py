@@ -50,6 +50,17 @@ class RunRecord:
         return float(sum(p for p in parts if p is not None))
 
 
+def matrix_file(path: Path) -> Path:
+    """A finished run's ``matrix.json``, or the ``matrix.json.gz`` of an archived run
+    (:mod:`cosam.archive`)."""
+    plain = Path(path) / "matrix.json"
+    return (
+        plain
+        if plain.is_file() or not (Path(path) / "matrix.json.gz").is_file()
+        else plain.with_suffix(".json.gz")
+    )
+
+
 def load_run(path: Path) -> RunRecord:
     path = Path(path)
     if not RunDir(path).is_done():
@@ -57,7 +68,7 @@ def load_run(path: Path) -> RunRecord:
     return RunRecord(
         path,
         read_json(path / "config.json"),
-        TaskMatrix.from_dict(read_json(path / "matrix.json")),
+        TaskMatrix.from_dict(read_json(matrix_file(path))),
         read_json(path / "costs.json"),
     )
 

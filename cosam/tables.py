@@ -13,7 +13,9 @@ with the grid's config) and writes to ``--out`` (default ``results/tables``):
 * ``claims.md``: the claims in words with their verdicts, and what is missing.
 
 The GFT claim's per-seed values (:func:`gft_silhouettes`) are computed from the MoDA runs'
-test queries unless ``--no-gft`` is given.
+test queries unless ``--no-gft`` is given, and stored in each run's ``silhouette.json``
+(:func:`run_silhouette`), so the runs' archive (:mod:`cosam.archive`, no saved state) still
+gives them: ``--results-dir results/archive`` reads it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from .aggregate import collect, per_seed_rows
 from .claims import BASES, Verdict, claims_markdown, judge_runs
 from .grid import Combo, SweepSpec
-from .io import write_csv, write_text
+from .io import read_json, write_csv, write_json, write_text
 from .report import RunRecord, n_test_images
 from .stats import mean_std
 
@@ -110,15 +112,51 @@ def gft_silhouettes(runs: Mapping[str, Mapping[int, RunRecord]]) -> Dict[str, Di
     Returns:
       (Dict[str, Dict[int, float]]): per base with a MoDA run, per seed, the difference.
     """
-    from .analysis import silhouette_gain
     from .runner import Context
 
     ctx = Context()
     return {
-        base: {s: silhouette_gain(rec.path, ctx=ctx) for s, rec in runs[moda].items()}
+        base: {s: run_silhouette(rec, ctx) for s, rec in runs[moda].items()}
         for base, moda in BASES.items()
         if runs.get(moda)
     }
+
+
+#: Version of the stored GFT silhouette (bump when :func:`cosam.analysis.silhouette_gain`'s
+#: numbers change: older ``silhouette.json`` files are then recomputed).
+SILHOUETTE_VERSION = 1
+
+
+def run_silhouette(rec: RunRecord, ctx: Any = None) -> float:
+    """A MoDA run's GFT-minus-pooled silhouette (:func:`cosam.analysis.silhouette_gain`),
+    stored in the run's ``silhouette.json`` the first time it is computed (from the run's saved
+    state) and read from there afterwards: an archived run (:mod:`cosam.archive`) has no state.
+
+    Arguments:
+      rec (RunRecord): a finished ``*_moda`` run.
+      ctx (Any): a :class:`cosam.runner.Context` to share model and caches.
+
+    Returns:
+      (float): the difference, in silhouette units.
+    """
+    path = rec.path / "silhouette.json"
+    if path.is_file():
+        got = read_json(path)
+        if got.get("version") == SILHOUETTE_VERSION:
+            return float(got["gft_minus_pooled"])
+    from .analysis import silhouette_gain
+
+    value = silhouette_gain(rec.path, ctx=ctx)
+    write_json(
+        path,
+        {
+            "gft_minus_pooled": value,
+            "version": SILHOUETTE_VERSION,
+            "what": "silhouette of the GFT queries minus that of pooled encoder features, "
+            "over the run's test images by domain (cosam.analysis.silhouette_gain)",
+        },
+    )
+    return value
 
 
 def write_tables(

@@ -236,3 +236,30 @@ def test_tables_command_writes_table2_and_claims(tmp_path: Path) -> None:
     assert gft["base"] == "sequential" and gft["n_seeds"] == "1"
     assert float(gft["mean"]) == pytest.approx(100 * silhouette_gain(moda_run), abs=1e-6)
     assert "SYNTHETIC" in md and "1 seed(s), 3 needed" in md
+
+    # the archive: the same runs without their state, read back by `tables` into the same bytes
+    import dataclasses
+
+    from cosam.aggregate import collect
+    from cosam.archive import archive_grid
+
+    archived = archive_grid(spec, tmp_path / "archive")
+    assert sorted(p.name for p in archived) == sorted(
+        f"{m}-paper-s0" for m in ("zeroshot", "sequential", "sequential_moda")
+    )
+    for p in archived:
+        assert (p / "DONE").is_file() and (p / "matrix.json.gz").is_file()
+        assert not (p / "state").exists() and not (p / "matrix.json").exists()
+    assert (
+        tmp_path / "archive" / "smoke" / "sequential_moda-paper-s0" / "silhouette.json"
+    ).is_file()
+    from_archive = dataclasses.replace(spec, results_dir=str(tmp_path / "archive"))
+    write_tables(from_archive, tmp_path / "tables2", gft=True)  # no state: the stored silhouette
+    for name in ("table2.csv", "claims.csv"):
+        assert (tmp_path / "tables2" / name).read_bytes() == (
+            tmp_path / "tables" / name
+        ).read_bytes()
+    # an archived run still counts only for the config it was made with
+    other = dataclasses.replace(from_archive, dotted=[*spec.dotted, "train.epochs=2"])
+    found, missing = collect(other)
+    assert not found and all("different config" in m.status for m in missing)

@@ -1,0 +1,89 @@
+"""A grid's finished runs, kept small enough to commit: what the tables read, without the state.
+
+``python -m cosam archive --methods ... --seeds 0 1 2 --orders paper --profile cpu --out
+results/archive`` copies each finished run of the grid (made with the grid's config) from
+``--results-dir`` into ``<out>/<profile>/<name>/``: ``DONE``, ``config.json``, ``costs.json``,
+``router.json`` (MoDA), ``timing.json``, ``metrics.csv`` and ``matrix.json`` gzipped
+(``matrix.json.gz``: its per-image scores are most of a run's bytes; a cpu ``sequential`` run's
+287 KB gzip to 66 KB, about 80 KB archived in all). For a MoDA run it first computes and stores
+the GFT claim's value (``silhouette.json``, which needs the run's saved state). The saved
+state (``state/``, MBs per run) is left behind.
+
+The archive is itself a results folder: ``python -m cosam tables --results-dir <out> ...``
+reads it like the run folders (a run's config must still match the grid's, as everywhere), and
+runs archived on different days join one table. An archived run cannot be resumed, re-routed
+or inspected (no state): the notebooks and the sweep keep their own ``results_dir``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+from typing import List
+
+from .aggregate import collect
+from .grid import SweepSpec
+from .io import write_text
+
+#: The small files of a finished run that the tables and reports read, copied as they are.
+COPIED = (
+    "config.json",
+    "costs.json",
+    "router.json",
+    "timing.json",
+    "metrics.csv",
+    "silhouette.json",
+)
+
+
+def archive_run(run_dir: Path, dest: Path) -> Path:
+    """Copy one finished run's small files into ``dest`` (created), ``matrix.json`` gzipped;
+    ``DONE`` is written last, so a torn copy is never read as finished.
+
+    Arguments:
+      run_dir (Path): a finished run folder.
+      dest (Path): the archived run's folder.
+
+    Returns:
+      (Path): ``dest``.
+    """
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "DONE").unlink(missing_ok=True)
+    for name in COPIED:
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, dest / name)
+    with open(run_dir / "matrix.json", "rb") as src, gzip.open(dest / "matrix.json.gz", "wb") as f:
+        shutil.copyfileobj(src, f)
+    write_text(dest / "DONE", (run_dir / "DONE").read_text())
+    return dest
+
+
+def archive_grid(spec: SweepSpec, out: Path, gft: bool = True) -> List[Path]:
+    """Archive every finished run of ``spec``'s grid (:func:`archive_run`) under
+    ``<out>/<profile>/``, the GFT silhouette of each MoDA run computed and stored first.
+
+    Arguments:
+      spec (SweepSpec): the grid; its ``results_dir`` holds the runs.
+      out (Path): the archive's root (a results folder).
+      gft (bool): compute the MoDA runs' ``silhouette.json`` where missing.
+
+    Returns:
+      (List[Path]): the archived run folders.
+    """
+    from .claims import BASES
+    from .tables import by_method_seed, gft_silhouettes
+
+    spec.validate()
+    records, _ = collect(spec)
+    if gft:
+        for order in spec.orders:
+            gft_silhouettes(by_method_seed(records, order))  # stores silhouette.json per run
+    moda = set(BASES.values())
+    done = []
+    for combo, rec in sorted(records.items(), key=lambda kv: kv[0].name):
+        if gft and combo.method in moda and not (rec.path / "silhouette.json").is_file():
+            raise FileNotFoundError(f"{rec.path}: no silhouette.json after computing it")
+        done.append(archive_run(rec.path, Path(out) / spec.profile / rec.path.name))
+    return done
