@@ -19,6 +19,9 @@ what=${1:-both}
 fresh_clone() {  # prints the path of a new clone of HEAD beside the repository, with .venv built
   local dir
   dir=$(mktemp -d "$(dirname "$repo")/headline-XXXX")
+  # the clone is $dir/c, so its ../shared is $dir/shared: point that at this checkout's ../shared
+  # (as CI has it), else the runs would fall back to generated SYNTHETIC data
+  if [ -d "$repo/../shared" ]; then ln -s "$(cd "$repo/../shared" && pwd)" "$dir/shared"; fi
   git clone -q "$repo" "$dir/c"
   (cd "$dir/c" && git checkout -q "$commit" && make env > /dev/null)
   echo "$dir/c"
