@@ -370,3 +370,24 @@ def test_feature_pass_fills_the_block_cache_moda_reads(tmp_path, monkeypatch) ->
         assert len(ta) == len(tb) and all(torch.equal(x, y) for x, y in zip(ta, tb))
     read = lambda p: json.loads((p / "matrix.json").read_text())  # noqa: E731
     assert read(moda_a) == read(moda_b)
+
+
+@pytest.mark.parametrize("make", [tinyvit_encoder, tiny_vit_encoder], ids=["tinyvit", "vit"])
+def test_folded_query_equals_the_pass_over_patch_keys_and_values(make) -> None:
+    """``query_from_inputs`` never forms the patches' keys and values; its queries and their
+    gradients (to the tokens) equal the unfolded ``read(patch_kv(inputs))`` to float rounding."""
+    enc = make()
+    reader = TokenReader(enc, n_gat=3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reader.tokens.mul_(3.0)  # far from a uniform softmax
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), capture(enc) as inputs:
+        enc(x)
+    folded = reader.query_from_inputs(inputs)
+    (g_folded,) = torch.autograd.grad(folded.square().sum(), reader.tokens)
+    plain = reader.read(reader.patch_kv(inputs))[:, 0]
+    (g_plain,) = torch.autograd.grad(plain.square().sum(), reader.tokens)
+    assert folded.shape == plain.shape == (2, reader.query_dim)
+    assert torch.allclose(folded, plain, rtol=1e-4, atol=1e-5 * plain.abs().max().item())
+    assert torch.allclose(g_folded, g_plain, rtol=1e-3, atol=1e-5 * g_plain.abs().max().item())
+    assert not torch.allclose(folded, reader.query_from_inputs([i.flip(0) for i in inputs]))

@@ -88,6 +88,7 @@ class MoDA(Wrapper):
 
     Base: ClassVar[type] = HQSequential
     Options = HQMoDAOptions
+    code_version = 2  # 2: evaluation's queries by the folded token pass (rounding-level change)
 
     def __init__(self, model, cfg: Config) -> None:
         super().__init__(model, cfg)
@@ -395,6 +396,5 @@ class SamAdapterMoDA(MoDA):
     Base = SamAdapter
     Options = AdapterMoDAOptions
     needs_pixels = True
-    # 2: evaluation routes by queries from the block-input cache (float16 inputs, like the other
-    # bases) instead of a second, frozen fp32 encoder pass per batch
-    code_version = 2
+    # 2: routes by queries from the block-input cache, not a second frozen pass; 3: folded pass
+    code_version = 3

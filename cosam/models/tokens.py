@@ -119,6 +119,41 @@ def _attend(spec: BlockSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return spec.block.attn.proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], spec.dim))
 
 
+def _head_weights(spec: BlockSpec, part: int) -> Tuple[Tensor, Optional[Tensor]]:
+    """The qkv Linear's rows of ``part`` (0 q, 1 k, 2 v) per head: weight (h,d,C), bias (h,d)."""
+    lin = spec.block.attn.qkv
+    h, d, c = spec.heads, spec.dim // spec.heads, spec.dim
+    if spec.family == "tinyvit":  # per head [q k v]
+        w = lin.weight.view(h, 3, d, c)[:, part]
+        bias = None if lin.bias is None else lin.bias.view(h, 3, d)[:, part]
+    else:  # [q; k; v], each per head
+        w = lin.weight.view(3, h, d, c)[part]
+        bias = None if lin.bias is None else lin.bias.view(3, h, d)[part]
+    return w, bias
+
+
+def _attend_folded(spec: BlockSpec, q: Tensor, kt: Tensor, vt: Tensor, x: Tensor) -> Tensor:
+    """:func:`_attend` over ``[tokens; patches]`` with the patches' keys and values folded into
+    the token side. q, kt, vt (B,h,G,d) from the tokens; x (B,N,C) the block's LayerNorm'd patch
+    input. -> (B,G,C), through the block's output projection."""
+    scale = spec.block.attn.scale
+    wk, bk = _head_weights(spec, 1)
+    wv, bv = _head_weights(spec, 2)
+    b, h, g, _ = q.shape
+    qf = torch.einsum("bhgd,hdc->bhgc", q, wk).reshape(b, h * g, -1)  # heads x tokens as rows
+    logits_p = torch.bmm(qf, x.transpose(1, 2)).view(b, h, g, -1)  # (B,h,G,N)
+    if bk is not None:
+        logits_p = logits_p + torch.einsum("bhgd,hd->bhg", q, bk).unsqueeze(-1)
+    logits = torch.cat([q @ kt.transpose(-1, -2), logits_p], -1) * scale
+    a = logits.softmax(-1)
+    a_t, a_p = a[..., :g], a[..., g:]
+    ctx = torch.bmm(a_p.reshape(b, h * g, -1), x).view(b, h, g, -1)  # (B,h,G,C)
+    out = a_t @ vt + torch.einsum("bhgc,hdc->bhgd", ctx, wv)
+    if bv is not None:
+        out = out + bv[None, :, None, :] * a_p.sum(-1, keepdim=True)
+    return spec.block.attn.proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], spec.dim))
+
+
 @contextmanager
 def capture(encoder: nn.Module) -> Iterator[List[Tensor]]:
     """Record each attention block's LayerNorm'd input during an ordinary forward.
@@ -266,8 +301,22 @@ class TokenReader(nn.Module):
         return t
 
     def query_from_inputs(self, inputs: Sequence[Tensor]) -> Tensor:
-        """GFT query (B,C_last) from captured block inputs (gradient flows to the tokens only)."""
-        return self.read(self.patch_kv(inputs))[:, 0]
+        """GFT query (B,C_last) from captured block inputs (gradient flows to the tokens only).
+
+        The same as ``read(patch_kv(inputs))`` with the patch keys and values never formed: a
+        head's logits ``q·(W_k x + b_k)`` are ``(q W_k)·x + q·b_k``, and its output
+        ``Σ a (W_v x + b_v)`` is ``W_v (Σ a x) + b_v Σ a``. Per block that is 4·h·G·N·C
+        multiply-adds instead of the 3·N·C² of the patches' qkv projection, about 4.8x fewer
+        for TinyViT (C/h = 32, G = 10); equal to the unfolded pass to float rounding (tested).
+        """
+        b = inputs[0].shape[0]
+        t = self.tokens.expand(b, -1, -1)
+        for i, (spec, x) in enumerate(zip(self._specs, inputs)):
+            t = self._carry(i, t)
+            q, kt, vt = _heads(spec, spec.block.attn.qkv(_norm_in(spec, t)))
+            t = t + _attend_folded(spec, q, kt, vt, x.to(q.dtype))
+            t = t + _mlp(spec, t)
+        return t[:, 0]
 
     # ---- full (released) -----------------------------------------------------------------------
     def full_pass(self, encoder: nn.Module, x: Tensor) -> Tensor:
