@@ -11,8 +11,8 @@ Profiles (the single switch between a seconds-long test and the paper protocol):
   former 2 epochs of batch 4 at lr 1e-4, decayed to 1e-5 after one, every trained row was 0.0.)
 * ``cpu`` (default): real pretrained ``vit_t`` at 512 px on all 8 domains and the probe, frozen
   encoder with cached features, at most 32 train images per domain (16 more per domain are held
-  out of the train split for validation), every test image, 8 epochs per task. About 8 minutes
-  for zero-shot + sequential + joint on 2 cores. Learning rates chosen on validation
+  out of the train split for validation), every test image, 8 epochs per task. About 7.5
+  minutes for zero-shot + sequential + joint on 2 cores (``make study``: 7 min 38 s). Learning rates chosen on validation
   (``python -m cosam tune``, criterion Last-IoU on validation; ``results/tuning/cpu/``; zero-shot
   scores 54.3 there): HQ-SAM's branch (``sequential``, and so ``sequential_moda``, LwF, EWC,
   ER) 3e-4 from 1e-4 / 3e-4 / 1e-3 (52.9 / 53.2 / 50.5; a 0.3-point margin, within the noise
