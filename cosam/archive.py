@@ -25,6 +25,7 @@ from typing import List
 from .aggregate import collect
 from .grid import SweepSpec
 from .io import write_text
+from .rundir import RunDir
 
 #: The small files of a finished run that the tables and reports read, copied as they are.
 COPIED = (
@@ -50,13 +51,14 @@ def archive_run(run_dir: Path, dest: Path) -> Path:
     """
     run_dir, dest = Path(run_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "DONE").unlink(missing_ok=True)
+    src_done, dest_done = RunDir(run_dir).done_path, RunDir(dest).done_path
+    dest_done.unlink(missing_ok=True)
     for name in COPIED:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, dest / name)
     with open(run_dir / "matrix.json", "rb") as src, gzip.open(dest / "matrix.json.gz", "wb") as f:
         shutil.copyfileobj(src, f)
-    write_text(dest / "DONE", (run_dir / "DONE").read_text())
+    write_text(dest_done, src_done.read_text())
     return dest
 
 

@@ -11,16 +11,17 @@ Profiles (the single switch between a seconds-long test and the paper protocol):
   former 2 epochs of batch 4 at lr 1e-4, decayed to 1e-5 after one, every trained row was 0.0.)
 * ``cpu`` (default): real pretrained ``vit_t`` at 512 px on all 8 domains and the probe, frozen
   encoder with cached features, at most 32 train images per domain (16 more per domain are held
-  out of the train split for validation), every test image, 8 epochs per task. About 7.5
-  minutes for zero-shot + sequential + joint on 2 cores (``make study``: 7 min 38 s). Learning rates chosen on validation
-  (``python -m cosam tune``, criterion Last-IoU on validation; ``results/tuning/cpu/``; zero-shot
-  scores 54.3 there): HQ-SAM's branch (``sequential``, and so ``sequential_moda``, LwF, EWC,
-  ER) 3e-4 from 1e-4 / 3e-4 / 1e-3 (52.9 / 53.2 / 50.5; a 0.3-point margin, within the noise
-  of one seed, but the rule is fixed in advance); ``joint`` 1e-4 (57.4 at both 1e-4 and 3e-4,
-  the first wins the tie); L2P 1e-3 from 1e-4 / 1e-3 / 1e-2 (41.0 / 50.3 / 48.3); DualPrompt 1e-2
-  (46.4 / 49.5 / 54.0). Decoder-Tuning and SAM-Adapter keep the untuned 1e-4. The budget (32
-  images per domain) was not tuned for speed's sake: the joint bound needs about 104 images per
-  domain to beat zero-shot by 5 points on validation (``results/tuning/cpu/joint``).
+  out of the train split for validation), every test image, 8 epochs per task. About 7.5 minutes
+  for zero-shot + sequential + joint on 2 cores (``make study``: 7 min 38 s). Learning rates
+  chosen on validation (``python -m cosam tune``, criterion Last-IoU on validation;
+  ``results/tuning/cpu/``; zero-shot scores 54.3 there): HQ-SAM's branch (``sequential``, and so
+  ``sequential_moda``, LwF, EWC, ER) 3e-4 from 1e-4 / 3e-4 / 1e-3 (52.9 / 53.2 / 50.5; a
+  0.3-point margin, within the noise of one seed, but the rule is fixed in advance); ``joint``
+  1e-4 (57.4 at both 1e-4 and 3e-4, the first wins the tie); L2P 1e-3 from 1e-4 / 1e-3 / 1e-2
+  (41.0 / 50.3 / 48.3); DualPrompt 1e-2 (46.4 / 49.5 / 54.0). Decoder-Tuning and SAM-Adapter
+  keep the untuned 1e-4. The budget (32 images per domain) was not tuned for speed's sake: the
+  joint bound needs about 104 images per domain to beat zero-shot by 5 points on validation
+  (``results/tuning/cpu/joint``).
 * ``demo``: for a class. Real pretrained ``vit_t`` at 256 px on four visually distinct domains
   (``data.tasks``: RSDD_II steel strip, MVTec_II juice bottle, CAMO salient objects, Polyp
   endoscopy) and the COCO probe; 16 train, 8 validation and 8 test images per domain, 32 epochs.
