@@ -34,6 +34,15 @@ from .config import PROFILES
 from .errors import CosamError
 
 
+def grid_args(p: argparse.ArgumentParser, out: str, out_help: str, gft_help: str) -> None:
+    """The 3-seed grid options that ``tables`` and ``archive`` share (``common`` adds the rest)."""
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--orders", nargs="+", default=["paper"])
+    p.add_argument("--out", default=out, help=out_help)
+    p.add_argument("--no-gft", action="store_true", help=gft_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cosam", description="Continual adaptation of SAM (CoSAM / MoDA)."
@@ -139,16 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         "tables",
         help="table2.csv and claims.csv (claims judged over seeds) from a grid's finished runs",
     )
-    t.add_argument("--methods", nargs="+", required=True)
-    t.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    t.add_argument("--orders", nargs="+", default=["paper"])
-    t.add_argument(
-        "--out", default="results/tables", help="folder for table2.csv, claims.csv, claims.md"
-    )
-    t.add_argument(
-        "--no-gft",
-        action="store_true",
-        help="skip the GFT-separation claim (it re-reads every MoDA run's test queries)",
+    grid_args(
+        t,
+        "results/tables",
+        "folder for table2.csv, claims.csv, claims.md",
+        "skip the GFT-separation claim (it re-reads every MoDA run's test queries)",
     )
     common(t, axes=False, force=False)
     t.set_defaults(fn=cmd_tables)
@@ -157,14 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy a grid's finished runs, without their saved state, into a folder small enough "
         "to commit (tables read it as a results dir)",
     )
-    v.add_argument("--methods", nargs="+", required=True)
-    v.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    v.add_argument("--orders", nargs="+", default=["paper"])
-    v.add_argument("--out", default="results/archive", help="the archive's root folder")
-    v.add_argument(
-        "--no-gft",
-        action="store_true",
-        help="do not compute and store the MoDA runs' GFT silhouettes first",
+    grid_args(
+        v,
+        "results/archive",
+        "the archive's root folder",
+        "do not compute and store the MoDA runs' GFT silhouettes first",
     )
     common(v, axes=False, force=False)
     v.set_defaults(fn=cmd_archive)

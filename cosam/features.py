@@ -120,6 +120,12 @@ class SampleStore:
         return item
 
 
+def per_image(inputs: Sequence[Tensor], dtype: torch.dtype) -> List[List[Tensor]]:
+    """Captured block inputs of a batch (per block (B,N_b,C_b)) -> per image the list of its
+    (N_b,C_b) inputs, on the host in ``dtype`` (one block-input cache entry each)."""
+    return [[t[j].to(dtype).cpu().clone() for t in inputs] for j in range(inputs[0].shape[0])]
+
+
 def entry_path(root: Path, key: str) -> Path:
     """Where an encoder cache under ``root`` keeps the entry of the image whose key is ``key``."""
     return Path(root) / key[:2] / f"{key}.pt"
@@ -293,11 +299,7 @@ class FeatureCache(_EncoderCache):
         with self.accel.autocast(), grab as inputs:
             emb, interm = self.model.encode(self.accel.move(images))
         n = images.shape[0]
-        self._captured = (
-            [[t[j].to(self.dtype).cpu().clone() for t in inputs] for j in range(n)]
-            if self.blocks_root
-            else []
-        )
+        self._captured = per_image(inputs, self.dtype) if self.blocks_root else []
         return [
             (emb[j].to(self.dtype).cpu().clone(), interm[j].to(self.dtype).cpu().clone())
             for j in range(n)
@@ -307,8 +309,8 @@ class FeatureCache(_EncoderCache):
         if self.blocks_root is None or not self._captured:
             return
         path = entry_path(self.blocks_root, key)
-        if not path.is_file():  # the entry BlockInputCache would write (its _pack)
-            torch_save(path, {"blocks": self._captured[j]})
+        if not path.is_file():  # the entry BlockInputCache would write
+            torch_save(path, BlockInputCache.pack(self._captured[j]))
 
     def get(self, samples: Sequence[SamplePath], store: SampleStore) -> Tuple[Tensor, Tensor]:
         """Features of ``samples`` in order.
@@ -340,8 +342,13 @@ class BlockInputCache(_EncoderCache):
     sub = "blocks"
     desc = "token inputs"
 
-    def _pack(self, value: List[Tensor]) -> Dict[str, Any]:
+    @staticmethod
+    def pack(value: List[Tensor]) -> Dict[str, Any]:
+        """One image's block inputs -> its entry (also written by the feature pass)."""
         return {"blocks": value}
+
+    def _pack(self, value: List[Tensor]) -> Dict[str, Any]:
+        return self.pack(value)
 
     def _unpack(self, entry: Dict[str, Any]) -> List[Tensor]:
         return list(entry["blocks"])
@@ -352,7 +359,7 @@ class BlockInputCache(_EncoderCache):
         device = next(self.model.parameters()).device
         with capture(self.model.image_encoder) as inputs:
             self.model.encode(images.to(device))
-        return [[t[j].to(self.dtype).cpu().clone() for t in inputs] for j in range(images.shape[0])]
+        return per_image(inputs, self.dtype)
 
     def get(self, samples: Sequence[SamplePath], store: SampleStore) -> List[Tensor]:
         per = self.values(samples, store)

@@ -151,7 +151,7 @@ def _attend_folded(spec: BlockSpec, q: Tensor, kt: Tensor, vt: Tensor, x: Tensor
     out = a_t @ vt + torch.einsum("bhgc,hdc->bhgd", ctx, wv)
     if bv is not None:
         out = out + bv[None, :, None, :] * a_p.sum(-1, keepdim=True)
-    return spec.block.attn.proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], spec.dim))
+    return spec.block.attn.proj(out.transpose(1, 2).reshape(b, g, spec.dim))
 
 
 @contextmanager
