@@ -18,7 +18,7 @@ are printed too, but are not comparable between runs). Variants (``cosam.models.
 
 Phases: ``encode`` (vit_t forward, no lever), ``train_step`` (``sequential`` on cached features,
 forward + loss + backward + Adam step, batch 4), ``train_step_l2p`` (the prompt methods' path:
-only the LayerNorm lever applies), ``eval_pass`` (``cosam.engine.evaluate`` with scoring on
+only the LayerNorm lever applies), ``eval_pass`` (``cosam.evaluation.evaluate`` with scoring on
 ``--eval-images`` box prompts at varied original sizes, ground truths 300-1100 px a side;
 variants ``reference``, ``+metrics`` (reference model, fast Boundary IoU), ``fast`` (everything,
 the ground-truth boundary bands computed afresh: a run's first evaluation) and
@@ -59,7 +59,8 @@ from cosam import metrics  # noqa: E402
 from cosam.accel import Accel  # noqa: E402
 from cosam.config import make_config  # noqa: E402
 from cosam.data.prompts import Prompt  # noqa: E402
-from cosam.engine import EvalSet, evaluate, make_prompts  # noqa: E402
+from cosam.engine import make_prompts  # noqa: E402
+from cosam.evaluation import EvalSet, evaluate  # noqa: E402
 from cosam.methods import METHODS  # noqa: E402
 from cosam.methods.base import Batch  # noqa: E402
 from cosam.models.fastpath import reference_path  # noqa: E402

@@ -6,7 +6,7 @@
 
 Methods (``--methods``, a comma list; names not in ``cosam.methods.METHODS`` are skipped with a
 message, so the MoDA variants are measured as soon as they exist). Each is timed through the
-engine's own code (``cosam.engine.fit`` and ``cosam.engine.evaluate``) on synthetic tensors, so
+engine's own code (``cosam.engine.fit`` and ``cosam.evaluation.evaluate``) on synthetic tensors, so
 what is measured is compute, not JPEG decoding:
 
 * ``train_cached``: a training step on cached encoder features (the frozen-encoder protocol);
@@ -54,7 +54,8 @@ from cosam import distributed  # noqa: E402
 from cosam.accel import Accel, maybe_compile, resolve_device, resolve_precision, set_tf32  # noqa: E402
 from cosam.config import make_config  # noqa: E402
 from cosam.data.benchmark import Task  # noqa: E402
-from cosam.engine import EvalSet, evaluate, fit, make_prompts  # noqa: E402
+from cosam.engine import fit, make_prompts  # noqa: E402
+from cosam.evaluation import EvalSet, evaluate  # noqa: E402
 from cosam.methods import METHODS  # noqa: E402
 from cosam.methods.base import Batch  # noqa: E402
 from cosam.models.registry import BACKBONES, build_sam  # noqa: E402
@@ -241,7 +242,7 @@ def time_eval(
     warmup: int,
     live: bool,
 ) -> Tuple[float, float]:
-    """(seconds per image, peak MiB) of ``cosam.engine.evaluate`` on one set of the images."""
+    """(seconds per image, peak MiB) of ``cosam.evaluation.evaluate`` on one set of the images."""
     n = images.shape[0]
     boxes = []
     for lab in labels:

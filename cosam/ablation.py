@@ -73,7 +73,7 @@ def reroute(
     with steps="all" the full IoU/BIoU summary), ``per_task`` router accuracy, ``router_log``,
     ``router_seconds``, ``iou`` and ``biou`` of the final row.
     """
-    from .engine import evaluate, make_eval_sets
+    from .evaluation import evaluate, make_eval_sets, seen_sets
     from .inspect import rebuild_strategy
     from .runner import Context
 
@@ -128,10 +128,10 @@ def reroute(
     for t in range(first, len(pool) + 1):
         strategy.restore_pool(pool[:t], tasks[:t])  # with their buffers, no router
         t0 = time.perf_counter()
-        if t >= 2:
-            strategy.retrain_router()
-        strategy.router_seconds.append(time.perf_counter() - t0)
-        iou, biou, _ = evaluate(strategy, sets, cfg, ctx.store)
+        stored = strategy.retrain_router() if t >= 2 else None
+        strategy.router_seconds.append(time.perf_counter() - t0 if stored is None else stored)
+        row_sets = sets if cfg.eval.unseen_tasks else seen_sets(sets, tasks[:t])
+        iou, biou, _ = evaluate(strategy, row_sets, cfg, ctx.store)
         strategy.flush_routes()
         if matrix is not None:
             matrix.add_row(tasks[t - 1].name, iou, biou, None)

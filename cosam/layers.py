@@ -19,7 +19,7 @@ The layers, lowest first (a module may import from its own layer or any lower on
     config    the typed config (it checks method names and options, so it sits above them)
     runs      rundir (a run folder: name, lock, saved steps, DONE), resources (data root, benchmark,
               model), provenance (whether a recorded run may be reused)
-    engine    engine (the training loop and evaluation)
+    engine    engine (the training loop), evaluation (scoring a row of the task matrix)
     runner    runner (run: resume, checkpoints, results), inspect (finished runs)
     analyses  ablation, analysis (re-evaluate finished runs through the runner)
     results   report, report_tables (the reports' tables), claims, diagrams
@@ -70,7 +70,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("methods", ("cosam.methods",)),
     ("config", ("cosam.config",)),
     ("runs", ("cosam.rundir", "cosam.resources", "cosam.provenance")),
-    ("engine", ("cosam.engine",)),
+    ("engine", ("cosam.engine", "cosam.evaluation")),
     ("runner", ("cosam.runner", "cosam.inspect")),
     ("analyses", ("cosam.ablation", "cosam.analysis")),
     ("results", ("cosam.report", "cosam.report_tables", "cosam.claims", "cosam.diagrams")),

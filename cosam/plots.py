@@ -154,7 +154,13 @@ def task_curves(
     arr = 100.0 * m.array(metric)
     x = np.arange(m.n_rows)
     for j, task in enumerate(m.tasks):
-        ax.plot(x, arr[:, j], color=domain_colour(task, j), lw=1.5, label=task)
+        ok = np.isfinite(arr[:, j])
+        colour = domain_colour(task, j)
+        # a task is not scored before it is trained (eval.unseen_tasks off): a dotted line joins
+        # row 0 to its first scored row, solid lines join consecutive scored rows
+        ax.plot(x[ok], arr[ok, j], color=colour, lw=0.8, ls=":")
+        in_run = ok & (np.r_[False, ok[:-1]] | np.r_[ok[1:], False])
+        ax.plot(x, np.where(in_run, arr[:, j], np.nan), color=colour, lw=1.5, label=task)
         if j + 1 < m.n_rows and m.is_full_sequence:
             ax.plot([j + 1], [arr[j + 1, j]], "o", color=domain_colour(task, j), ms=5)
     if m.probe is not None:

@@ -122,10 +122,11 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 # Per-method adjustments of a profile, applied after the profile and before user overrides (and
 # so recorded in every run's config.json). SAM-Adapter cannot use the feature cache: every
 # training step runs the encoder forward and backward, and each of the 9 evaluations re-encodes
-# every test image (about 1 s per image at 512 px on a busy 2-core machine: 389 images x 9 is
-# about an hour). In the cpu profile it trains on 8 images per domain for 4 epochs and is
-# evaluated on 10 test images per domain and 20 probe images (the first of the same sha1 ranking
-# the full sets use: cosam.report.restrict_to_subset scores any other run on the same images).
+# the test images of the tasks seen so far and the probe (about 1 s per image at 512 px on a busy
+# 2-core machine: some 2,500 image passes over the full sets, most of an hour). In the cpu
+# profile it trains on 8 images per domain for 4 epochs and is evaluated on 10 test images per
+# domain and 20 probe images (the first of the same sha1 ranking the full sets use:
+# cosam.report.restrict_to_subset scores any other run on the same images).
 _SAM_ADAPTER_CPU = {
     "data": {"train_cap": 8, "test_cap": 10, "probe_cap": 20},
     "train": {"epochs": 4, "lr_step": 3},

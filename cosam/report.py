@@ -130,6 +130,8 @@ def per_domain_rows(
 
     Columns are in training order of the sequential run; "own" is a[t][t] (the diagonal) and
     "before_own" is a[t-1][t], the same task just before it is trained (what training on it adds).
+    "before_own" is a column only when the run scored its tasks before training them
+    (``eval.unseen_tasks``); otherwise "zero_shot" is the score before any training.
     """
     ref = sequential or joint or zeroshot
     if ref is None:
@@ -144,9 +146,10 @@ def per_domain_rows(
             own = (
                 sm.value("iou", j + 1, name) if name in sm.tasks and j + 1 < sm.n_rows else math.nan
             )
-            row["sequential_before_own"] = (
-                sm.value("iou", j, name) if name in sm.tasks and j < sm.n_rows else math.nan
-            )
+            if sm.n_rows < 3 or math.isfinite(sm.value("iou", 1, sm.tasks[1])):
+                row["sequential_before_own"] = (
+                    sm.value("iou", j, name) if name in sm.tasks and j < sm.n_rows else math.nan
+                )
             row["sequential_own"] = own
             row["sequential_last"] = sm.value("iou", sm.n_rows - 1, name)
             row["forgetting"] = own - row["sequential_last"] if name in sm.tasks else math.nan
@@ -199,7 +202,9 @@ def load_router(rec: RunRecord) -> Optional[Dict[str, Any]]:
 
 def moda_rows(runs: Dict[str, RunRecord]) -> List[Dict[str, Any]]:
     """Each base beside base+MoDA: Last/Avg/FF (IoU, BIoU), router accuracy after the last task,
-    parameters stored per task and in all, buffer images, seconds of training.
+    parameters stored per task and in all, buffer images, seconds of training (the training
+    loop's) and of router training (``router_s``: the seconds each router's training took, also
+    for a router loaded from the memo, :mod:`cosam.methods.moda_memo`).
 
     ``runs`` maps method name -> record (bases ``sequential``, ``decoder_tuning``,
     ``sam_adapter`` and their ``*_moda``; ``zeroshot`` first if present).
@@ -227,6 +232,7 @@ def moda_rows(runs: Dict[str, RunRecord]) -> List[Dict[str, Any]]:
             (r.costs.get("buffer_images_per_task") or 0) * len(r.matrix.tasks) if router else 0
         )
         row["train_s"] = base["train_s"]
+        row["router_s"] = sum(router.get("router_seconds") or []) if router else 0.0
         row["test_images"] = base["test_images"]
         rows.append(row)
     return rows
@@ -267,7 +273,7 @@ def restrict_to_subset(full: RunRecord, subset: RunRecord) -> RunRecord:
         iou: Dict[str, float] = {}
         biou: Dict[str, float] = {}
         sub_per: Dict[str, List[Tuple[float, float]]] = {}
-        for col in m.columns:
+        for col in (c for c in m.columns if c in per):  # unscored (unseen) cells stay NaN
             pos = {n: i for i, n in enumerate(fn[col])}
             missing = [n for n in sn.get(col, []) if n not in pos]
             if missing or col not in sn:

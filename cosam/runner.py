@@ -1,10 +1,11 @@
-"""Run one method over a task sequence: train, evaluate every task and the probe, checkpoint.
+"""Run one method over a task sequence: train, evaluate the tasks seen so far and the probe
+(every task with ``eval.unseen_tasks``), checkpoint.
 
     run(cfg) -> run folder with config.json, matrix.json, metrics.csv, per_image.csv, costs.json,
                 timing.json and DONE
 
-Training and scoring are :mod:`cosam.engine`'s. After every experience the whole state is
-checkpointed atomically (``state/step_<t>.pt``), so a killed run resumes from the last finished
+Training is :mod:`cosam.engine`'s, scoring :mod:`cosam.evaluation`'s. After every experience
+the whole state is checkpointed atomically (``state/step_<t>.pt``), so a killed run resumes from the last finished
 task; each task draws its randomness from a generator seeded by (seed, task index), so a resumed
 run equals an uninterrupted one. A finished run is reused, and an unfinished one resumed, only
 when its config and identity match (:mod:`cosam.provenance`).
@@ -29,8 +30,9 @@ from .accel import CPU, Accel, maybe_compile
 from .accel import setup as setup_accel
 from .config import Config
 from .data.benchmark import Benchmark
-from .engine import TrainSource, evaluate, fit, make_eval_sets, peak_rss_mb, task_generator
+from .engine import TrainSource, fit, peak_rss_mb, task_generator
 from .errors import CheckpointError
+from .evaluation import evaluate, make_eval_sets, seen_sets
 from .features import FeatureCache, SampleStore, feature_cache_dir
 from .io import provenance as code_provenance
 from .io import torch_save, write_csv, write_json
@@ -309,7 +311,9 @@ def _run_locked(
             stats = fit(strategy, source, cfg, gen, desc=desc)
             strategy.after_task(exp, source.unsharded())
             t0 = time.perf_counter()
-            iou, biou, per = evaluate(strategy, sets, cfg, store, accel)
+            trained = [t for e in experiences[:step] for t in e.tasks]
+            row_sets = sets if cfg.eval.unseen_tasks else seen_sets(sets, trained)
+            iou, biou, per = evaluate(strategy, row_sets, cfg, store, accel)
             eval_s = time.perf_counter() - t0
             matrix.add_row(exp.name, iou, biou, per)
             timing["train_s"] += stats["seconds"]

@@ -240,6 +240,7 @@ cost = [
         "stored params, all": r["stored_params_total"],
         "buffer images": r["buffer_images"],
         "train s": r["train_s"],
+        "router s": r["router_s"],
     }
     for r in table
 ]
@@ -294,8 +295,9 @@ for b, m in pairs:
         f"{100 * by[m]['ff_iou']:.1f} points; router accuracy {100 * (by[m]['router_acc'] or 0):.1f}%. "
         f"Cost: {(by[m]['stored_params_per_task'] or 0) / 1e6:.2f} M parameters and "
         f"{(by[m]['buffer_images'] or 0) // max(n_t, 1)} buffer images stored per task; "
-        f"{(by[m]['train_s'] or 0) / max(n_t, 1):.0f} s of training per task against "
-        f"{(by[b]['train_s'] or 0) / max(n_t, 1):.0f} s for the base."
+        f"{(by[m]['train_s'] or 0) / max(n_t, 1):.0f} s of training and "
+        f"{(by[m]['router_s'] or 0) / max(n_t, 1):.0f} s of router training per task, against "
+        f"{(by[b]['train_s'] or 0) / max(n_t, 1):.0f} s of training for the base."
     )
 for m, router in routed.items():
     final = router["final"]

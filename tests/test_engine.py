@@ -140,13 +140,37 @@ def test_methods_write_every_result_file(runs: Dict[str, Any]) -> None:
         assert mat["tasks"] == list(PAPER_ORDER) and mat["probe"] == PROBE
         assert np.array(mat["iou"], dtype=float).shape == (n_rows, 9)
         assert np.array(mat["biou"], dtype=float).shape == (n_rows, 9)
-        assert not np.isnan(np.array(mat["iou"], dtype=float)).any()
+    # every cell scored but the tasks not trained yet (eval.unseen_tasks off): the upper triangle
+    for m in METHODS:
+        iou = np.array(matrix(runs[m])["iou"], dtype=float)
+        unscored = np.zeros_like(iou, dtype=bool)
+        if m == "sequential":
+            unscored[:, :8] = np.triu(np.ones((9, 8), dtype=bool))
+            unscored[0] = False
+        assert (np.isnan(iou) == unscored).all(), m
     assert matrix(runs["sequential"])["rows"] == ["before", *PAPER_ORDER]
     assert matrix(runs["joint"])["rows"] == ["before", "joint"]
     per_image = (runs["sequential"] / "per_image.csv").read_text().splitlines()
-    assert len(per_image) == 1 + 9 * (
-        8 * 2 + 2
-    )  # header + rows x (8 tasks x 2 test images + 2 probe)
+    # header + row 0 (8 tasks x 2 test images + 2 probe) + row t (t seen tasks x 2 + 2 probe)
+    assert len(per_image) == 1 + (8 * 2 + 2) + sum(t * 2 + 2 for t in range(1, 9))
+
+
+def test_unseen_tasks_are_scored_on_request_and_change_nothing_else(
+    runs: Dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    """eval.unseen_tasks fills the upper triangle; every other cell, per-image score and summary
+    is the same bytes, so skipping it (the default) changes no reported number."""
+    full = run(smoke("sequential", tmp_path, cache, eval={"unseen_tasks": True}), ctx=Context())
+    a, b = matrix(runs["sequential"]), matrix(full)
+    for metric in ("iou", "biou"):
+        x, y = np.array(a[metric], dtype=float), np.array(b[metric], dtype=float)
+        assert not np.isnan(y).any()
+        seen = ~np.isnan(x)
+        assert seen.sum() == 9 * 9 - 28  # the 28 cells above the diagonal are the only ones skipped
+        assert (x[seen] == y[seen]).all()
+    assert losses(full) == losses(runs["sequential"])
+    read = {d: (d / "metrics.csv").read_text().splitlines() for d in (runs["sequential"], full)}
+    assert read[full] == read[runs["sequential"]]
 
 
 def test_untrained_hq_row_equals_zeroshot(runs: Dict[str, Any]) -> None:
@@ -156,8 +180,8 @@ def test_untrained_hq_row_equals_zeroshot(runs: Dict[str, Any]) -> None:
         mat = matrix(runs[m])
         for metric in ("iou", "biou"):
             np.testing.assert_allclose(mat[metric][0], zs[metric][0], atol=1e-6, rtol=0)
-    # and training did change something afterwards
-    assert not np.allclose(matrix(runs["sequential"])["iou"][1], zs["iou"][0], atol=1e-6)
+    # and training did change something afterwards (the last row scores every task)
+    assert not np.allclose(matrix(runs["sequential"])["iou"][-1], zs["iou"][0], atol=1e-6)
     assert (
         all(len(h) == 4 for h in losses(runs["sequential"]))
         and len(losses(runs["sequential"])) == 8
@@ -180,9 +204,10 @@ def test_same_config_is_deterministic_and_seed_matters(
     other = run(smoke("sequential", tmp_path / "seed1", cache, seed=1), ctx=Context())
     assert_learns(other)
     assert other.name == "sequential-paper-s1"
-    a, b = np.array(matrix(runs["sequential"])["iou"]), np.array(matrix(other)["iou"])
+    a = np.array(matrix(runs["sequential"])["iou"], dtype=float)
+    b = np.array(matrix(other)["iou"], dtype=float)
     np.testing.assert_allclose(a[0], b[0], atol=1e-6)  # before training the seed plays no part
-    assert np.abs(a[1:] - b[1:]).max() > 1e-4
+    assert np.nanmax(np.abs(a[1:] - b[1:])) > 1e-4
     la, lb = losses(runs["sequential"]), losses(other)
     assert all(x != y for x, y in zip(la, lb))  # every task saw other batches / prompts / init
 

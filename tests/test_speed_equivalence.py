@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from cosam import metrics
 from cosam.config import make_config
-from cosam.engine import EvalSet
+from cosam.evaluation import EvalSet
 from cosam.losses import mask_loss
 from cosam.models import HQBranch, SamModel, build_sam, decode, fastpath
 from cosam.models.fastpath import LEVERS, reference_path

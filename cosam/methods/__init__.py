@@ -22,7 +22,7 @@ from .hq import HQSequential, Joint
 from .joint import DecoderTuningJoint, SamAdapterJoint
 from .l2p import L2P
 from .lwf import LwF
-from .moda import DecoderTuningMoDA, SamAdapterMoDA, SequentialMoDA
+from .moda_variants import DecoderTuningMoDA, SamAdapterMoDA, SequentialMoDA
 from .plugins import Composed, Regulariser, compose
 from .replay import Replay
 from .sam_adapter import SamAdapter

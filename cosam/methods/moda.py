@@ -1,7 +1,8 @@
 """MoDA (Mixture of Domain Adapters): a per-task adapter pool chosen per image by a router
 that reads MoDA's Global Feature Token (protocol §3; Table 2's "+MoDA" rows).
 
-One MoDA class wraps a *base* strategy, whose trainable part is the adapter:
+One MoDA class wraps a *base* strategy, whose trainable part is the adapter (the three methods
+are in :mod:`cosam.methods.moda_variants`):
 
 =======================  ==========================  ===========================================
 method                   base                        adapter (one per task, in the pool)
@@ -28,20 +29,21 @@ The sequence, for task t (any order):
 
 Parts: the options, tokens and router (:mod:`cosam.methods.moda_router`); the resident pool
 (:mod:`cosam.methods.moda_pool`: routing points the base at a task's trained modules, copying no
-weight); the token pass's inputs (:mod:`cosam.methods.moda_cache`). Live inference uses one
-encoder pass for features and query, except ``sam_adapter_moda`` (the query comes from the
-un-adapted encoder: two passes on new images; dataset images read it from the block-input
-cache). Written beside the results: ``router.json`` (per
-evaluation step: task-id accuracy per task and overall on the seen tasks' test sets, confusion
-matrix, where probe images go; buffer contents; router training seconds). Cost: stored per task
-= one adapter + ``buffer_size`` images.
+weight); the token pass's inputs (:mod:`cosam.methods.moda_cache`); trained routers kept on disk
+(:mod:`cosam.methods.moda_memo`: the router does not depend on the base, so two bases of one seed
+and order share it). Live inference uses one encoder pass for features and query, except
+``sam_adapter_moda`` (the query comes from the un-adapted encoder: two passes on new images;
+dataset images read it from the block-input cache). Written beside the results: ``router.json``
+(per evaluation step: task-id accuracy per task and overall on the seen tasks' test sets, confusion
+matrix, where probe images go; buffer contents; router training seconds, and ``router_reused``:
+which routers were loaded from the router memo, :mod:`cosam.methods.moda_memo`, with the seconds
+their training took when it ran). Cost: stored per task = one adapter + ``buffer_size`` images.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -53,29 +55,12 @@ from ..data.prompts import Prompt
 from ..errors import CheckpointError
 from ..models.tokens import TokenReader
 from ..schema import Config
-from .base import Experience, NoOptions, Strategy, Wrapper
-from .decoder_tuning import DecoderTuning
-from .hq import HQOptions, HQSequential
+from .base import Experience, Strategy, Wrapper
 from .moda_cache import TokenInputs, resolve_token_cache
+from .moda_memo import RouterMemo
 from .moda_pool import AdapterPool
 from .moda_router import ROUTERS, MoDAOptions, route_summary, train_router
 from .replay import select_buffer
-from .sam_adapter import SamAdapter, SamAdapterOptions
-
-
-@dataclass
-class HQMoDAOptions(MoDAOptions, HQOptions):
-    """MoDA's options plus HQ-SAM's (``hq_attention``)."""
-
-
-@dataclass
-class DecoderMoDAOptions(MoDAOptions, NoOptions):
-    """MoDA's options (Decoder-Tuning has none)."""
-
-
-@dataclass
-class AdapterMoDAOptions(MoDAOptions, SamAdapterOptions):
-    """MoDA's options plus SAM-Adapter's (``adapter_ratio``)."""
 
 
 class MoDA(Wrapper):
@@ -86,8 +71,8 @@ class MoDA(Wrapper):
       cfg (Config): the run's config; ``method_options`` holds MoDA's and the base's options.
     """
 
-    Base: ClassVar[type] = HQSequential
-    Options = HQMoDAOptions
+    Base: ClassVar[type]  # the base strategy class (moda_variants)
+    Options: ClassVar[type] = MoDAOptions
     code_version = 2  # 2: evaluation's queries by the folded token pass (rounding-level change)
 
     def __init__(self, model, cfg: Config) -> None:
@@ -103,12 +88,14 @@ class MoDA(Wrapper):
         self.pool_tasks: List[Task] = []
         self.buffer: Dict[str, List[Any]] = {}
         self.router_seconds: List[float] = []
+        self.router_reused: List[bool] = []
         self.router_log: List[Dict[str, Any]] = []
         self._routes: List[Tuple[int, int]] = []
         self._tasks: Dict[str, Task] = {}
         self.token_inputs = TokenInputs(
             model, cfg, resolve_token_cache(self.opts.token_cache, model), self.opts.attention
         )
+        self.router_memo = RouterMemo(cfg, model, self.opts, self.token_inputs.token_cache)
 
     @property
     def device(self) -> torch.device:
@@ -149,9 +136,9 @@ class MoDA(Wrapper):
             self.pool_tasks.append(task)
             self.buffer[task.name] = select_buffer(task, self.opts.buffer_size, self.cfg.seed)
         t0 = time.perf_counter()
-        if len(self.pool) >= 2:
-            self.retrain_router()
-        self.router_seconds.append(time.perf_counter() - t0)
+        stored = self.retrain_router() if len(self.pool) >= 2 else None
+        self.router_seconds.append(time.perf_counter() - t0 if stored is None else stored)
+        self.router_reused.append(stored is not None)
 
     def restore_pool(self, states: Sequence[Dict[str, Tensor]], tasks: Sequence[Task]) -> None:
         """Set the pool to stored adapters, with their tasks' router buffers and no router.
@@ -264,8 +251,13 @@ class MoDA(Wrapper):
             return torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return self.router(q.float()).argmax(-1)
 
-    def retrain_router(self) -> None:
-        """Retrain the router (and the tokens, if trainable) on the buffers of every seen task."""
+    def retrain_router(self) -> Optional[float]:
+        """Retrain the router (and the tokens, if trainable) on the buffers of every seen task,
+        or load the same router from the memo (:mod:`cosam.methods.moda_memo`).
+
+        Returns:
+          (float or None): the training seconds stored with a loaded router; None when trained.
+        """
         step = len(self.pool)
         gen = torch.Generator().manual_seed(1_000_003 * int(self.cfg.seed) + 7919 * step + 99)
         samples = [s for task in self.pool_tasks for s in self.buffer[task.name]]
@@ -280,15 +272,22 @@ class MoDA(Wrapper):
         self.router = ROUTERS[self.opts.router](self.reader.query_dim, len(self.pool), gen).to(
             self.device
         )
-        train_router(
-            self.router,
-            self.reader,
+        return self.router_memo.train_or_load(
+            step,
             samples,
-            labels,
-            self.opts,
-            gen,
-            self.token_inputs,
-            self.queries,
+            labels.tolist(),
+            self.reader,
+            self.router,
+            lambda: train_router(
+                self.router,
+                self.reader,
+                samples,
+                labels,
+                self.opts,
+                gen,
+                self.token_inputs,
+                self.queries,
+            ),
         )
 
     # ---- router bookkeeping ------------------------------------------------------------------------
@@ -317,6 +316,7 @@ class MoDA(Wrapper):
             "reader": self.reader.state_dict(),
             "router": None if self.router is None else self.router.state_dict(),
             "router_seconds": self.router_seconds,
+            "router_reused": self.router_reused,
             "router_log": self.router_log,
         }
 
@@ -337,6 +337,8 @@ class MoDA(Wrapper):
             self.router.to(self.device)
             self.router.requires_grad_(False)
         self.router_seconds = list(state["router_seconds"])
+        # checkpoints written before the memo existed trained every router
+        self.router_reused = list(state.get("router_reused", [False] * len(self.router_seconds)))
         self.router_log = list(state["router_log"])
 
     def cost(self) -> Dict[str, Any]:
@@ -367,34 +369,7 @@ class MoDA(Wrapper):
                     name: [s.image.name for s in samples] for name, samples in self.buffer.items()
                 },
                 "router_seconds": self.router_seconds,
+                "router_reused": self.router_reused,
                 "options": self.options_dict(),
             }
         }
-
-
-class SequentialMoDA(MoDA):
-    """HQ-SAM + MoDA: one HQ branch per task."""
-
-    name = "sequential_moda"
-    Base = HQSequential
-    Options = HQMoDAOptions
-
-
-class DecoderTuningMoDA(MoDA):
-    """Decoder-Tuning + MoDA: one mask-decoder copy per task."""
-
-    name = "decoder_tuning_moda"
-    Base = DecoderTuning
-    Options = DecoderMoDAOptions
-
-
-class SamAdapterMoDA(MoDA):
-    """SAM-Adapter + MoDA: one set of encoder adapters + decoder per task; the query comes from
-    the un-adapted encoder."""
-
-    name = "sam_adapter_moda"
-    Base = SamAdapter
-    Options = AdapterMoDAOptions
-    needs_pixels = True
-    # 2: routes by queries from the block-input cache, not a second frozen pass; 3: folded pass
-    code_version = 3
