@@ -43,12 +43,14 @@ def default_cache_dir(cfg: Config) -> Path:
 def feature_cache_dir(cfg: Config, accel: Accel) -> Path:
     """The folder of ``cfg``'s encoder-feature caches on ``accel``.
 
-    One folder per precision (``accel.cache_tag``) and, on the CPU, per torch thread count
-    (``-t<N>``): the CPU encoder's float16 features differ between thread counts (vit_t at
-    512 px, 1 vs 2 threads: every image, 0.7 % of the values by one float16 step), so a run must
-    not read features that another thread count computed.
+    One folder per precision (``accel.cache_tag``) and, on the CPU, per denormal mode (``-ftz``
+    under ``train.flush_denormal``) and per torch thread count (``-t<N>``): the CPU encoder's
+    float16 features differ between thread counts (vit_t at 512 px, 1 vs 2 threads: every image,
+    0.7 % of the values by one float16 step), so a run must not read features that another
+    thread count computed.
     """
-    tag = accel.cache_tag + ("" if accel.is_cuda else f"-t{torch.get_num_threads()}")
+    cpu = "" if accel.is_cuda else ("-ftz" if cfg.train.flush_denormal else "")
+    tag = accel.cache_tag + cpu + ("" if accel.is_cuda else f"-t{torch.get_num_threads()}")
     return default_cache_dir(cfg) / f"features{tag}"
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .accel import CPU
+from .accel import CPU, flush_denormals
 from .config import Config, config_from_file
 from .data.benchmark import Benchmark
 from .data.prompts import Prompt
@@ -168,6 +168,7 @@ def rebuild_strategy(
         ``strategy``).
     """
     state = load_state(run_dir)[0]["strategy"]
+    flush_denormals(cfg.train.flush_denormal, CPU.device)  # the run's CPU arithmetic
     bench = prepare(cfg, ctx)
     assert ctx.model is not None
     return _planned(cfg, ctx.model, bench), bench, state

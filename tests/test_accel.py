@@ -29,7 +29,7 @@ from cosam.accel import (
 )
 from cosam.config import make_config, merge
 from cosam.data.prompts import Prompt
-from cosam.errors import ConfigError
+from cosam.errors import ConfigError, CosamError
 from cosam.models.decoder import embed_prompts
 from cosam.models.registry import build_sam
 from cosam.runner import Context, run
@@ -173,6 +173,7 @@ def test_explicit_cpu_settings_equal_the_defaults(tmp_path: Path) -> None:
         "device_name": "cpu",
         "precision": "fp32",
         "tf32": False,
+        "flush_denormal": False,
         "world_size": 1,
     }
 
@@ -249,3 +250,26 @@ def test_keep_freed_memory_stops_the_page_faults_of_reallocation() -> None:
     pages = (64 << 20) // 4096  # one 64 MB tensor's pages
     assert default > 15 * pages  # glibc's default: every allocation faults its pages in anew
     assert kept < default / 2
+
+
+def test_flush_denormal_is_set_per_run_recorded_and_cached_apart(tmp_path: Path) -> None:
+    """train.flush_denormal flushes denormal floats in the run's process and a run without it
+    turns the mode off again (a notebook runs several configs in one process). It is recorded,
+    keeps its features apart (``-ftz``), and a finished run is not reused across it. The cpu
+    profile turns it on. (A smoke sequential run writes the same matrix either way.)"""
+
+    def denormal_survives() -> bool:
+        return (torch.tensor([1e-39]) * torch.tensor([1.0])).item() != 0.0
+
+    ftz = {"train": {"flush_denormal": True}}
+    on = run(_smoke("sequential", tmp_path / "r", tmp_path / "c", **ftz), ctx=Context())
+    assert not denormal_survives()
+    assert json.loads((on / "config.json").read_text())["resolved"]["accel"]["flush_denormal"]
+    with pytest.raises(CosamError, match="flush_denormal"):
+        run(_smoke("sequential", tmp_path / "r", tmp_path / "c"), ctx=Context())
+    off = run(_smoke("sequential", tmp_path / "off", tmp_path / "c"), ctx=Context())
+    assert denormal_survives()
+    assert _matrix(on) == _matrix(off)
+    assert list((tmp_path / "c" / "features-ftz-t1").rglob("*.pt"))
+    assert list((tmp_path / "c" / "features-t1").rglob("*.pt"))
+    assert make_config("cpu").train.flush_denormal and not make_config("smoke").train.flush_denormal
