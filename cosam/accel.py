@@ -151,9 +151,10 @@ def flush_denormals(enabled: bool, device: torch.device) -> bool:
     x86 FTZ/DAZ through ``torch.set_flush_denormal``, process-wide (``train.flush_denormal``).
 
     CPU training meets denormals (tiny gradients and Adam moments near zero), and x86 computes
-    them through a microcode path some 100x slower than normal floats: on the ``cpu`` profile an
-    HQ-branch task trains 1.2-1.8x faster with them flushed (``benchmarks/README.md``). Set, on
-    or off, at the start of every run, since a notebook runs several configs in one process.
+    them through a microcode path some 100x slower than normal floats: on the ``cpu`` profile a
+    run's training is 1.3x (sequential) to 1.8x (sequential_moda) faster with them flushed
+    (``benchmarks/README.md``). Set, on or off, at the start of every run, since a notebook
+    runs several configs in one process.
 
     Arguments:
       enabled (bool): flush them.

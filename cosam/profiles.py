@@ -74,7 +74,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         # lr 1e-4: the untuned default of Decoder-Tuning and SAM-Adapter, and joint's choice on
         # validation; the methods tuned to another rate override it (METHOD_PROFILE_OVERRIDES).
         # flush_denormal: CPU training meets denormal floats, which x86 computes some 100x slower;
-        # flushed, an HQ task trains 1.2-1.8x faster (schema.TrainConfig; benchmarks/README.md)
+        # flushed, a run trains 1.1x-1.8x faster (schema.TrainConfig; benchmarks/README.md)
         "train": {
             "epochs": 8,
             "batch_size": 4,

@@ -101,11 +101,11 @@ class TrainConfig:
     tf32: let fp32 matmuls and convolutions use TF32 on CUDA (ignored on the CPU).
     flush_denormal: on the CPU, flush denormal floats (magnitude below 1.2e-38) to zero
       (:func:`cosam.accel.flush_denormals`, x86 FTZ/DAZ), process-wide for the run. CPU training
-      meets them (tiny gradients and Adam moments), and x86 computes them some 100x slower: an
-      HQ-branch task trains 1.2-1.8x faster with them flushed. It can move trained numbers at
-      rounding level (measured on 02_moda's seven cpu runs: identical matrices, one loss value
-      4e-7 apart), so it is part of the config and of the feature cache's folder (``-ftz``).
-      Ignored on CUDA.
+      meets them (tiny gradients and Adam moments), and x86 computes them some 100x slower: a
+      run's training is 1.3x (sequential) to 1.8x (sequential_moda) faster with them flushed,
+      about 1.1x for the other bases. It can move trained numbers at rounding level (measured
+      on 02_moda's seven cpu runs: identical matrices, one loss value 4e-7 apart), so it is
+      part of the config and of the feature cache's folder (``-ftz``). Ignored on CUDA.
     compile: ``torch.compile`` the image encoder (in place; the state-dict keys are unchanged).
     cache_on_device: where the cached features of the task being trained live on CUDA:
       ``auto`` (on the GPU when they take at most half its free memory) | ``always`` | ``never``
