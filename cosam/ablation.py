@@ -73,7 +73,7 @@ def reroute(
     with steps="all" the full IoU/BIoU summary), ``per_task`` router accuracy, ``router_log``,
     ``router_seconds``, ``iou`` and ``biou`` of the final row.
     """
-    from .evaluation import evaluate, make_eval_sets, seen_sets
+    from .evaluation import evaluate, make_eval_sets, row_sets
     from .inspect import rebuild_strategy
     from .runner import Context
 
@@ -127,11 +127,8 @@ def reroute(
     biou: Dict[str, float] = {}
     for t in range(first, len(pool) + 1):
         strategy.restore_pool(pool[:t], tasks[:t])  # with their buffers, no router
-        t0 = time.perf_counter()
-        stored = strategy.retrain_router() if t >= 2 else None
-        strategy.router_seconds.append(time.perf_counter() - t0 if stored is None else stored)
-        row_sets = sets if cfg.eval.unseen_tasks else seen_sets(sets, tasks[:t])
-        iou, biou, _ = evaluate(strategy, row_sets, cfg, ctx.store)
+        strategy.update_router()
+        iou, biou, _ = evaluate(strategy, row_sets(sets, tasks[:t], cfg), cfg, ctx.store)
         strategy.flush_routes()
         if matrix is not None:
             matrix.add_row(tasks[t - 1].name, iou, biou, None)

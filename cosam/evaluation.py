@@ -2,8 +2,8 @@
 
 :func:`make_eval_sets` builds the sets once per run (cached features, or samples for a method
 whose encoder trains), :func:`evaluate` scores a method on some of them (the task matrix's row),
-and :func:`seen_sets` picks a row's sets when the tasks not trained yet are skipped
-(``eval.unseen_tasks``). The training loop is :mod:`cosam.engine`.
+and :func:`row_sets` picks a row's sets (the tasks not trained yet are skipped unless
+``eval.unseen_tasks``). The training loop is :mod:`cosam.engine`.
 """
 
 from __future__ import annotations
@@ -94,17 +94,20 @@ def make_eval_sets(
     return sets
 
 
-def seen_sets(sets: Sequence[EvalSet], trained: Iterable[Task]) -> List[EvalSet]:
-    """The sets of the ``trained`` tasks, and the probe's.
+def row_sets(sets: Sequence[EvalSet], trained: Iterable[Task], cfg: Config) -> List[EvalSet]:
+    """The sets a task-matrix row scores after training ``trained``: every set under
+    ``eval.unseen_tasks``, else the trained tasks' and the probe's.
 
     Arguments:
       sets (list(EvalSet)): the run's sets (:func:`make_eval_sets`), in their order.
       trained (Iterable[Task]): the tasks trained so far.
+      cfg (Config): the run's config (``eval.unseen_tasks``).
 
     Returns:
-      (list(EvalSet)): the sets to score after that training when ``eval.unseen_tasks`` is off,
-        in the order of ``sets``.
+      (list(EvalSet)): the sets to score, in the order of ``sets``.
     """
+    if cfg.eval.unseen_tasks:
+        return list(sets)
     names = {t.name for t in trained}
     return [es for es in sets if es.probe or es.name in names]
 

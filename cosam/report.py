@@ -137,16 +137,20 @@ def per_domain_rows(
     if ref is None:
         return []
     m = ref.matrix
+    sm = sequential.matrix if sequential is not None else None
+    # a[t-1][t] exists only where the run scored tasks before training them (eval.unseen_tasks)
+    before_own = sm is not None and (
+        sm.n_rows < 3 or math.isfinite(sm.value("iou", 1, sm.tasks[1]))
+    )
     rows = []
     for j, name in enumerate(m.tasks + ([m.probe] if m.probe else [])):
         row: Dict[str, Any] = {"task": name}
         row["zero_shot"] = zeroshot.matrix.value("iou", 0, name) if zeroshot else math.nan
-        if sequential is not None:
-            sm = sequential.matrix
+        if sm is not None:
             own = (
                 sm.value("iou", j + 1, name) if name in sm.tasks and j + 1 < sm.n_rows else math.nan
             )
-            if sm.n_rows < 3 or math.isfinite(sm.value("iou", 1, sm.tasks[1])):
+            if before_own:
                 row["sequential_before_own"] = (
                     sm.value("iou", j, name) if name in sm.tasks and j < sm.n_rows else math.nan
                 )

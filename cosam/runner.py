@@ -5,9 +5,9 @@
                 timing.json and DONE
 
 Training is :mod:`cosam.engine`'s, scoring :mod:`cosam.evaluation`'s. After every experience
-the whole state is checkpointed atomically (``state/step_<t>.pt``), so a killed run resumes from the last finished
-task; each task draws its randomness from a generator seeded by (seed, task index), so a resumed
-run equals an uninterrupted one. A finished run is reused, and an unfinished one resumed, only
+the whole state is checkpointed atomically (``state/step_<t>.pt``), so a killed run resumes
+from the last finished task; each task draws its randomness from a generator seeded by (seed,
+task index), so a resumed run equals an uninterrupted one. A finished run is reused, and an unfinished one resumed, only
 when its config and identity match (:mod:`cosam.provenance`).
 
 Device and precision come from :mod:`cosam.accel` (no-ops on the CPU); under ``torchrun`` the
@@ -32,7 +32,7 @@ from .config import Config
 from .data.benchmark import Benchmark
 from .engine import TrainSource, fit, peak_rss_mb, task_generator
 from .errors import CheckpointError
-from .evaluation import evaluate, make_eval_sets, seen_sets
+from .evaluation import evaluate, make_eval_sets, row_sets
 from .features import FeatureCache, SampleStore, feature_cache_dir
 from .io import provenance as code_provenance
 from .io import torch_save, write_csv, write_json
@@ -312,8 +312,7 @@ def _run_locked(
             strategy.after_task(exp, source.unsharded())
             t0 = time.perf_counter()
             trained = [t for e in experiences[:step] for t in e.tasks]
-            row_sets = sets if cfg.eval.unseen_tasks else seen_sets(sets, trained)
-            iou, biou, per = evaluate(strategy, row_sets, cfg, store, accel)
+            iou, biou, per = evaluate(strategy, row_sets(sets, trained, cfg), cfg, store, accel)
             eval_s = time.perf_counter() - t0
             matrix.add_row(exp.name, iou, biou, per)
             timing["train_s"] += stats["seconds"]

@@ -135,6 +135,11 @@ class MoDA(Wrapper):
             self.pool.add()
             self.pool_tasks.append(task)
             self.buffer[task.name] = select_buffer(task, self.opts.buffer_size, self.cfg.seed)
+        self.update_router()
+
+    def update_router(self) -> None:
+        """Retrain (or load) the router once the pool has two adapters, and log its training
+        seconds (a loaded router's stored ones) and whether it was loaded."""
         t0 = time.perf_counter()
         stored = self.retrain_router() if len(self.pool) >= 2 else None
         self.router_seconds.append(time.perf_counter() - t0 if stored is None else stored)

@@ -110,7 +110,6 @@ class RouterMemo:
         self._model = model
         self._opts = opts
         self._token_cache = token_cache
-        self.hits = 0
 
     @property
     def root(self) -> Path:
@@ -137,7 +136,6 @@ class RouterMemo:
             entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a torn or foreign file: train again and overwrite it
             return None
-        self.hits += 1
         return entry
 
     def save(
@@ -157,11 +155,10 @@ class RouterMemo:
         """
         if not self.enabled:
             return
-        cpu = {k: v.detach().cpu() for k, v in reader.items()}
         torch_save(
             self.root / f"{key}.pt",
             {
-                "reader": cpu,
+                "reader": {k: v.detach().cpu() for k, v in reader.items()},
                 "router": {k: v.detach().cpu() for k, v in router.items()},
                 "seconds": float(seconds),
             },
