@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import List
 
 from .aggregate import collect
+from .config import Config, from_dict
+from .errors import ConfigError, CosamError
 from .grid import SweepSpec
 from .io import write_text
+from .provenance import config_differences, read_run_meta
 from .rundir import RunDir
 
 #: The small files of a finished run that the tables and reports read, copied as they are.
@@ -38,9 +41,38 @@ COPIED = (
 )
 
 
+def archived_differences(run_dir: Path, dest: Path) -> List[str]:
+    """What differs, in everything that changes its numbers, between the finished run in
+    ``run_dir`` and the run already archived in ``dest`` (empty when ``dest`` holds no finished
+    run, or the same run).
+
+    Arguments:
+      run_dir (Path): a finished run folder.
+      dest (Path): an archived run's folder, possibly absent.
+
+    Returns:
+      (list(str)): :func:`cosam.provenance.config_differences` of the two recorded configs.
+    """
+    if not RunDir(dest).done_path.is_file():
+        return []
+    new = read_run_meta(run_dir, "finished")
+    try:
+        cfg = from_dict(Config, new.get("config", {}))
+    except ConfigError as e:
+        raise CosamError(f"{run_dir / 'config.json'}: cannot be read as a config ({e})") from e
+    identity = (new.get("resolved") or {}).get("identity")
+    return config_differences(
+        read_run_meta(dest, "finished"), cfg, identity if isinstance(identity, dict) else None
+    )
+
+
 def archive_run(run_dir: Path, dest: Path) -> Path:
     """Copy one finished run's small files into ``dest`` (created), ``matrix.json`` gzipped;
     ``DONE`` is written last, so a torn copy is never read as finished.
+
+    An archived run is finished work that may no longer be reproducible on this machine, so it is
+    replaced only by the same run (same numbers-deciding config and identity): archiving a run of
+    another protocol over it raises instead of silently replacing it.
 
     Arguments:
       run_dir (Path): a finished run folder.
@@ -48,8 +80,19 @@ def archive_run(run_dir: Path, dest: Path) -> Path:
 
     Returns:
       (Path): ``dest``.
+
+    Raises:
+      CosamError: ``dest`` holds a finished run whose numbers would differ; names the
+        differences and the fix.
     """
     run_dir, dest = Path(run_dir), Path(dest)
+    diffs = archived_differences(run_dir, dest)
+    if diffs:
+        raise CosamError(
+            f"{dest} already holds an archived run whose numbers would differ from {run_dir}'s; it "
+            f"differs in: {'; '.join(diffs)}. Fix: archive into another folder (--out), or move "
+            f"{dest} away first if it is to be replaced"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     src_done, dest_done = RunDir(run_dir).done_path, RunDir(dest).done_path
     dest_done.unlink(missing_ok=True)
@@ -83,8 +126,22 @@ def archive_grid(spec: SweepSpec, out: Path, gft: bool = True) -> List[Path]:
         for order in spec.orders:
             gft_silhouettes(by_method_seed(records, order))  # stores silhouette.json per run
     moda = set(BASES.values())
+    todo = sorted(records.items(), key=lambda kv: kv[0].name)
+    clashes = [
+        f"{dest}: {'; '.join(diffs)}"
+        for _, rec in todo
+        for dest in [Path(out) / spec.profile / rec.path.name]
+        for diffs in [archived_differences(rec.path, dest)]
+        if diffs
+    ]
+    if clashes:  # checked before anything is copied, so a refused grid changes nothing
+        raise CosamError(
+            f"{len(clashes)} archived run(s) under {Path(out) / spec.profile} would be replaced by runs "
+            f"whose numbers differ: {' | '.join(clashes)}. Fix: archive into another folder (--out), "
+            "or move those runs away first if they are to be replaced"
+        )
     done = []
-    for combo, rec in sorted(records.items(), key=lambda kv: kv[0].name):
+    for combo, rec in todo:
         if gft and combo.method in moda and not (rec.path / "silhouette.json").is_file():
             raise FileNotFoundError(f"{rec.path}: no silhouette.json after computing it")
         done.append(archive_run(rec.path, Path(out) / spec.profile / rec.path.name))

@@ -404,7 +404,7 @@ def test_prompt_methods_train_only_the_pool(model, method):
 PROMPT_TOKENS = {
     "l2p": lambda s: s.prompts,
     "dualprompt": lambda s: torch.cat([s.g_prompt, *s.e_prompts]),
-    "coda": lambda s: torch.cat(list(s.p_slices)),
+    "coda": lambda s: s.components(),
 }
 
 
@@ -501,6 +501,26 @@ def test_dualprompt_key_starts_at_its_tasks_first_batch_direction(model):
         make_strategy("dualprompt", model, key_init="zeros")
 
 
+def test_coda_adam_moves_the_stored_unit_rows_and_the_read_prompt_at_sams_scale(model):
+    """P is stored with unit rows like K and A, so Adam's first step (lr per coordinate) is the same
+    fraction of each; the prompt SAM reads moves p_scale times that (code version 2 stored P at
+    SAM's scale, and its read prompt moved only lr per coordinate)."""
+    s: CodaPrompt = make_strategy("coda", model)
+    s.before_task(exp_of(0))
+    stored = {n: p.detach().clone() for n, p in s.named_parameters() if n.endswith(".0")}
+    read = s.components().detach().clone()
+    train_steps(s, n=1)  # lr 1e-3, one batch per epoch
+    steps = s.cfg.train.epochs
+    for n, p in s.named_parameters():
+        if n in stored:
+            assert float(stored[n].reshape(s.per_slice, -1).norm(dim=1).mean()) == pytest.approx(
+                1.0
+            )
+            assert 0.95e-3 < float((p.detach() - stored[n]).abs().max()) < 1.05e-3 * steps
+    moved = float((s.components().detach() - read).abs().max())
+    assert s.p_scale > 10 * steps and moved > 0.95e-3 * s.p_scale
+
+
 def test_coda_new_slice_orthogonal_to_old(model):
     s: CodaPrompt = make_strategy("coda", model)
     s.before_task(exp_of(0))
@@ -510,11 +530,9 @@ def test_coda_new_slice_orthogonal_to_old(model):
     for group in (s.p_slices, s.k_slices, s.a_slices):
         a = group[0].detach().reshape(s.per_slice, -1)
         b = group[1].detach().reshape(s.per_slice, -1)
-        scale = s.p_scale if group is s.p_slices else 1.0  # P: orthogonal rows at SAM's token norm
-        assert (a @ b.t()).abs().max() < 1e-5 * scale**2
-        assert torch.allclose(
-            b @ b.t(), scale**2 * torch.eye(s.per_slice), rtol=1e-5, atol=1e-5 * scale**2
-        )
+        # stored as orthonormal rows (P too: it is read times p_scale, SAM's token norm)
+        assert (a @ b.t()).abs().max() < 1e-5
+        assert torch.allclose(b @ b.t(), torch.eye(s.per_slice), rtol=1e-5, atol=1e-5)
     assert all(
         torch.equal(old[n], p) for n, p in s.named_parameters() if n in old
     )  # old slice kept

@@ -241,7 +241,7 @@ def test_tables_command_writes_table2_and_claims(tmp_path: Path) -> None:
     import dataclasses
 
     from cosam.aggregate import collect
-    from cosam.archive import archive_grid
+    from cosam.archive import archive_grid, archive_run
 
     archived = archive_grid(spec, tmp_path / "archive")
     assert sorted(p.name for p in archived) == sorted(
@@ -263,3 +263,19 @@ def test_tables_command_writes_table2_and_claims(tmp_path: Path) -> None:
     other = dataclasses.replace(from_archive, dotted=[*spec.dotted, "train.epochs=2"])
     found, missing = collect(other)
     assert not found and all("different config" in m.status for m in missing)
+    # archiving the same runs again is harmless; a run of another protocol is refused, and the
+    # archived run is left as it was
+    assert len(archive_grid(spec, tmp_path / "archive")) == 3
+    import json
+
+    from cosam.errors import CosamError
+
+    seq = tmp_path / "runs" / "smoke" / "sequential-paper-s0"
+    meta = json.loads((seq / "config.json").read_text())
+    meta["config"]["train"]["flush_denormal"] = not meta["config"]["train"]["flush_denormal"]
+    (seq / "config.json").write_text(json.dumps(meta))
+    archived_seq = tmp_path / "archive" / "smoke" / "sequential-paper-s0" / "config.json"
+    before = archived_seq.read_bytes()
+    with pytest.raises(CosamError, match="train.flush_denormal"):
+        archive_run(seq, archived_seq.parent)
+    assert archived_seq.read_bytes() == before

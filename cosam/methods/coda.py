@@ -25,9 +25,17 @@ the reference L2P's placement (tokens in SAM's mask decoder):
   after orthonormalisation, so each component's tokens have the norm of SAM's prompt tokens
   (the rows stay mutually orthogonal; K and A enter only through cosines and keep unit rows).
   The prompt SAM reads at init is then about 1.4 (pretrained ``vit_t``), not 11.8: α is a cosine,
-  and a component the query selects fully (α → 1) is read at SAM's scale. Scaling P instead so
-  that the initial mixture has SAM's norm (×9) lowered CAMO's row 0 from 90.0 to 83.0 IoU and
-  training (8 images, lr 1e-4) took it to 74.6 (measured on cosam-mini, RSDD_I then CAMO).
+  and a component the query selects fully (α → 1) is read at SAM's scale.
+  P is *stored* with unit rows, like K and A, and multiplied by that scale where it is read
+  (:meth:`CodaPrompt.components`), so that Adam's steps (about lr per coordinate, whatever the
+  gradient's size) move P, K and A by comparable fractions of their size (P's rows, 5 × 256 long,
+  √5 more per coordinate), as in CODA's released parametrisation, where all three have unit rows.
+  Stored at SAM's scale (code version 2), P moved 26× more slowly relative to its size than K
+  and A: at lr 1e-4 nothing moved (0 of 8 domains rose by 3 points on cpu validation); at 1e-3
+  and 1e-2 the keys and attention vectors turned the untrained components on faster than P
+  learned, and training lowered CAMO by 11 points. Scaling P instead so that the initial
+  mixture has SAM's norm (×9) lowered CAMO's row 0 from 90.0 to 83.0 IoU and training (8
+  images, lr 1e-4) took it to 74.6 (measured on cosam-mini, RSDD_I then CAMO).
   ``init="reference"`` keeps unit rows (the published notebooks' CODA rows were run with it);
 * the prompt tokens are appended to the decoder's sparse tokens (``one_way=False``); output =
   SAM's single mask; loss = seg loss only (CODA's orthogonality regulariser has weight 0 in its
@@ -103,9 +111,9 @@ class CodaPrompt(PromptStrategy):
     """Attention-weighted sum of prompt components, one new slice of components per task."""
 
     name = "coda"
-    code_version = (
-        2  # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init
-    )
+    # 2: prompts start at SAM's prompt-token norm (init=sam); 1 was the released init;
+    # 3: P stored with unit rows and scaled where read, so Adam moves P, K and A alike
+    code_version = 3
     Options = CodaOptions
 
     def __init__(self, model, cfg) -> None:
@@ -113,7 +121,8 @@ class CodaPrompt(PromptStrategy):
         o = self.opts
         m, per = o.pool_size, o.pool_size // o.n_tasks
         self.per_slice = per
-        # P's orthonormal rows (length x 256 flattened) times this: tokens at SAM's prompt-token norm
+        # P's stored orthonormal rows (length x 256 flattened) are read times this: tokens at
+        # SAM's prompt-token norm
         self.p_scale = (
             o.prompt_scale * sam_prompt_token_norm(model) * o.length**0.5
             if o.init == "sam"
@@ -124,7 +133,6 @@ class CodaPrompt(PromptStrategy):
             _ortho((m, o.embed_dim)),
             _ortho((m, o.embed_dim)),
         )
-        P.mul_(self.p_scale)
         self.p_slices = nn.ParameterList(
             [nn.Parameter(P[i * per : (i + 1) * per].clone()) for i in range(o.n_tasks)]
         )
@@ -159,15 +167,9 @@ class CodaPrompt(PromptStrategy):
     def init_slice(self, t: int) -> None:
         """Redraw slice t orthonormal to slices 0..t-1 (P flattened, K and A separately)."""
         gen = self.slice_generator(t)
-        for group, scale in (
-            (self.p_slices, self.p_scale),
-            (self.k_slices, 1.0),
-            (self.a_slices, 1.0),
-        ):
+        for group in (self.p_slices, self.k_slices, self.a_slices):
             old = torch.cat([group[i].reshape(self.per_slice, -1) for i in range(t)], 0)
-            group[t].copy_(
-                orthonormal_complement(old, self.per_slice, gen).view_as(group[t]) * scale
-            )
+            group[t].copy_(orthonormal_complement(old, self.per_slice, gen).view_as(group[t]))
 
     def before_task(self, exp: Experience) -> None:
         t = exp.index
@@ -180,9 +182,21 @@ class CodaPrompt(PromptStrategy):
         t = self._current
         return [self.p_slices[t], self.k_slices[t], self.a_slices[t]]
 
+    def components(self, f: Optional[int] = None) -> Tensor:
+        """The prompt components P of slices 0..f−1 as SAM reads them (stored rows × ``p_scale``).
+
+        Arguments:
+          f (int or None): the number of slices (None: all).
+
+        Returns:
+          (Tensor): (f · per_slice, length, 256).
+        """
+        slices = self.p_slices if f is None else self.p_slices[:f]
+        return torch.cat(list(slices), 0) * self.p_scale
+
     def select(self, q: Tensor, task_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         f = int(self.active_slices)
-        P = torch.cat(list(self.p_slices[:f]), 0)  # (m,L,256)
+        P = self.components(f)  # (m,L,256)
         K = torch.cat(list(self.k_slices[:f]), 0)  # (m,256)
         A = torch.cat(list(self.a_slices[:f]), 0)  # (m,256)
         qa = F.normalize(q.unsqueeze(1) * A.unsqueeze(0), dim=2)  # (B,m,256)
