@@ -153,6 +153,7 @@ METHOD_PROFILE_OVERRIDES: Dict[str, Dict[str, Dict[str, Any]]] = {
         "replay": _HQ_CPU,
         "l2p": {"train": {"lr": 1e-3}},
         "dualprompt": {"train": {"lr": 1e-2}},
+        "coda": {"train": {"lr": 3e-3}},
     },
     "demo": {
         "sam_adapter": _SAM_ADAPTER_DEMO,

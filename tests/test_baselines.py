@@ -419,7 +419,8 @@ def test_prompt_init_at_sam_prompt_token_norm(model, method):
     sam_norm = float(sparse.norm(dim=-1).mean())
 
     def token_norm(init: str) -> float:
-        s = make_strategy(method, model, init=init)
+        scale = {} if method == "l2p" else {"prompt_scale": 1.0}  # CODA's default is 0.03
+        s = make_strategy(method, model, init=init, **scale)
         return float(PROMPT_TOKENS[method](s).detach().reshape(-1, 256).norm(dim=-1).mean())
 
     assert 0.9 < token_norm("sam") / sam_norm < 1.1
@@ -436,7 +437,9 @@ def test_prompt_scale_multiplies_the_initial_token_norm(model, method):
     def tokens(**options: Any) -> torch.Tensor:
         return PROMPT_TOKENS[method](make_strategy(method, model, seed=3, **options)).detach()
 
-    assert torch.allclose(tokens(prompt_scale=0.1), 0.1 * tokens(), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(
+        tokens(prompt_scale=0.1), 0.1 * tokens(prompt_scale=1.0), rtol=1e-5, atol=1e-6
+    )
     for bad in (0, -1.0, "big", True):
         with pytest.raises(ConfigError, match="prompt_scale"):
             make_strategy(method, model, prompt_scale=bad)
@@ -504,8 +507,9 @@ def test_dualprompt_key_starts_at_its_tasks_first_batch_direction(model):
 def test_coda_adam_moves_the_stored_unit_rows_and_the_read_prompt_at_sams_scale(model):
     """P is stored with unit rows like K and A, so Adam's first step (lr per coordinate) is the same
     fraction of each; the prompt SAM reads moves p_scale times that (code version 2 stored P at
-    SAM's scale, and its read prompt moved only lr per coordinate)."""
-    s: CodaPrompt = make_strategy("coda", model)
+    SAM's scale, and its read prompt moved only lr per coordinate). CODA's own random keys here:
+    the query init would replace K and A at the first step."""
+    s: CodaPrompt = make_strategy("coda", model, key_init="ortho", prompt_scale=1.0)
     s.before_task(exp_of(0))
     stored = {n: p.detach().clone() for n, p in s.named_parameters() if n.endswith(".0")}
     read = s.components().detach().clone()
@@ -519,6 +523,42 @@ def test_coda_adam_moves_the_stored_unit_rows_and_the_read_prompt_at_sams_scale(
             assert 0.95e-3 < float((p.detach() - stored[n]).abs().max()) < 1.05e-3 * steps
     moved = float((s.components().detach() - read).abs().max())
     assert s.p_scale > 10 * steps and moved > 0.95e-3 * s.p_scale
+
+
+def test_coda_keys_start_at_their_tasks_query_direction(model):
+    """key_init="query": the current slice's keys take the first training batch's mean query
+    direction and its attention vectors turn uniform, so α starts near 1 on its task; later
+    batches, evaluation and the other slices leave them alone."""
+    F = torch.nn.functional
+    s: CodaPrompt = make_strategy("coda", model)
+    s.before_task(exp_of(0))
+    s.before_task(exp_of(1))  # slice 1
+    before = {n: p.detach().clone() for n, p in s.named_parameters()}
+    q1, q2 = torch.randn(4, 256) + 3.0, torch.randn(4, 256)
+    s.eval()
+    s.select(q1, torch.zeros(4, dtype=torch.long))
+    assert all(torch.equal(before[n], p) for n, p in s.named_parameters())  # not at evaluation
+    s.train()
+    s.select(q1, torch.zeros(4, dtype=torch.long))
+    want = F.normalize(F.normalize(q1, dim=1).mean(0), dim=0)
+    assert torch.allclose(s.k_slices[1].detach(), want.expand(s.per_slice, -1), atol=1e-6)
+    assert torch.allclose(s.a_slices[1].detach(), torch.full((s.per_slice, 256), 1 / 16.0))
+    alpha = F.normalize(q1.unsqueeze(1) * s.a_slices[1].detach(), dim=2) @ want
+    assert float(alpha.min()) > 0.9
+    s.select(q2, torch.zeros(4, dtype=torch.long))  # later batches leave them to the optimiser
+    assert torch.allclose(s.k_slices[1].detach(), want.expand(s.per_slice, -1), atol=1e-6)
+    for n, p in s.named_parameters():
+        if not n.endswith(".1") or n.startswith("p_slices"):
+            assert torch.equal(before[n], p), n
+    assert s.key_ready.tolist() == [False, True] + [False] * 6
+    o = make_strategy("coda", model, key_init="ortho")
+    o.before_task(exp_of(0))
+    k0 = o.k_slices[0].detach().clone()
+    o.train()
+    o.select(q1, torch.zeros(4, dtype=torch.long))
+    assert torch.equal(k0, o.k_slices[0].detach())
+    with pytest.raises(ConfigError, match="key_init"):
+        make_strategy("coda", model, key_init="zeros")
 
 
 def test_coda_new_slice_orthogonal_to_old(model):
