@@ -24,6 +24,7 @@ from cosam.config import make_config
 from cosam.data import build_benchmark
 from cosam.data.synthetic import make_synthetic_benchmark
 from cosam.errors import ConfigError, DataError
+from cosam.methods import get_method
 from cosam.tune import TuneSpec, choose, parse_grid, run_tune
 
 COMMON = [
@@ -260,6 +261,10 @@ def test_profile_learning_rates_are_the_recorded_validation_choices(
     assert record["split"] == "val"
     cfg = make_config(profile, {"method": method})
     profile_value = {"data.train_cap": cfg.data.train_cap, "train.epochs": cfg.train.epochs}
+    opts_cls = getattr(get_method(method), "Options", None)
+    if opts_cls is not None:  # the method's options, their defaults included
+        options = opts_cls(**cfg.method_options)
+        profile_value.update({f"method_options.{k}": v for k, v in vars(options).items()})
     points = [
         p
         for p in record["points"]

@@ -216,7 +216,7 @@ class CodaPrompt(PromptStrategy):
 
         With CODA's random orthonormal K and A, α starts at about ±0.06: the prompt SAM reads is
         then about 6 % of the components, and at 64 steps per task nothing rose by 3 points on cpu
-        validation at any lr (results/tuning/cpu/coda_ortho). SAM's mean embeddings of different
+        validation at any lr (results/tuning/cpu/coda_other_grids/key_init_ortho). SAM's mean embeddings of different
         domains have cosines 0.82-0.99 on cosam-mini, so at the start every slice reads every
         domain; training A and K is what separates them, as in CODA.
         """
