@@ -7,6 +7,7 @@ A run refuses notebooks that are out of sync with their source.
     python notebooks/run_reports.py                       # every notebooks/NN_*.ipynb, cpu profile
     python notebooks/run_reports.py --profile smoke --only 01_baselines
     python notebooks/run_reports.py --profile cpu --results-dir results/runs --out results
+    python notebooks/run_reports.py --param 'seeds=[0, 1, 2]'   # 01, 02 and 05 over three seeds
 
 Writes ``<out>/<name>.ipynb`` (executed) and ``<out>/<name>.html`` and prints the wall time of each.
 Jupyter and matplotlib state (IPYTHONDIR, JUPYTER_CONFIG_DIR, JUPYTER_DATA_DIR,
@@ -170,6 +171,26 @@ def out_of_sync(folder: Path = HERE) -> List[str]:
     return problems
 
 
+def parse_param(text: str) -> tuple:
+    """``NAME=VALUE`` (VALUE as JSON, else the plain string) -> (NAME, value)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"--param wants NAME=VALUE, e.g. 'seeds=[0, 1, 2]'; got {text!r}"
+        )
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def declared_parameters(src: Path) -> List[str]:
+    """The names a notebook's ``parameters`` cell declares (papermill's inspection)."""
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(src)))
+
+
 def notebooks(only: Optional[List[str]] = None) -> List[Path]:
     """The report notebooks (``NN_name.ipynb``), or those named in ``only`` (with or without .ipynb)."""
     found = sorted(p for p in HERE.glob("[0-9][0-9]_*.ipynb"))
@@ -202,6 +223,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument(
         "--out", default="results", help="where executed notebooks and HTML go (default results)"
     )
+    ap.add_argument(
+        "--param",
+        action="append",
+        type=parse_param,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a notebook parameter (VALUE as JSON), given to every notebook that declares NAME "
+        "(repeatable); e.g. 'seeds=[0, 1, 2]' reaches 01, 02 and 05",
+    )
     args = ap.parse_args(argv)
 
     out = (REPO / args.out) if not Path(args.out).is_absolute() else Path(args.out)
@@ -222,8 +252,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         for src in todo:
             executed = out / src.name
             print(f"{src.stem}: running on profile {args.profile} ...", flush=True)
+            declared = declared_parameters(src)
+            extra = {k: v for k, v in args.param if k in declared}
             try:
-                wall = execute(src, executed, params)
+                wall = execute(src, executed, {**params, **extra})
             except Exception as exc:  # papermill has saved the partly executed notebook
                 print(
                     f"{src.stem}: FAILED after its last good cell; see {executed}\n{exc}",

@@ -350,3 +350,26 @@ def test_readme_lists_every_notebook_parameter() -> None:
             assert f"| `{name}` |" in section, (
                 f"{py.stem}'s parameter {name} is missing from the README's table"
             )
+
+
+def test_run_reports_param_reaches_only_the_notebooks_that_declare_it() -> None:
+    """``--param 'seeds=[0, 1, 2]'`` is JSON-decoded and given to 01, 02 and 05 (which declare
+    ``seeds``), never to 03 and 04 (which take one ``seed``); a malformed one is refused."""
+    import argparse
+
+    assert run_reports.parse_param("seeds=[0, 1, 2]") == ("seeds", [0, 1, 2])
+    assert run_reports.parse_param("order=paper") == ("order", "paper")
+    for bad in ("seeds", "=3", "two words=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+            run_reports.parse_param(bad)
+    takes = {
+        name: "seeds" in run_reports.declared_parameters(NOTEBOOKS / f"{name}.ipynb")
+        for name in ("01_baselines", "02_moda", "03_ablations", "04_tsne", "05_zero_shot")
+    }
+    assert takes == {
+        "01_baselines": True,
+        "02_moda": True,
+        "03_ablations": False,
+        "04_tsne": False,
+        "05_zero_shot": True,
+    }
