@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from .aggregate import collect
 from .config import Config, from_dict
@@ -86,13 +86,23 @@ def archive_run(run_dir: Path, dest: Path) -> Path:
         differences and the fix.
     """
     run_dir, dest = Path(run_dir), Path(dest)
-    diffs = archived_differences(run_dir, dest)
-    if diffs:
+    _refuse_clashes([(dest, archived_differences(run_dir, dest))])
+    return _copy_run(run_dir, dest)
+
+
+def _refuse_clashes(checked: List[Tuple[Path, List[str]]]) -> None:
+    """Raise naming every (archived folder, differences) pair with differences; else nothing."""
+    clashes = [f"{dest}: {'; '.join(diffs)}" for dest, diffs in checked if diffs]
+    if clashes:
         raise CosamError(
-            f"{dest} already holds an archived run whose numbers would differ from {run_dir}'s; it "
-            f"differs in: {'; '.join(diffs)}. Fix: archive into another folder (--out), or move "
-            f"{dest} away first if it is to be replaced"
+            f"{len(clashes)} archived run(s) would be replaced by runs whose numbers differ: "
+            f"{' | '.join(clashes)}. Fix: archive into another folder (--out), or move those runs "
+            "away first if they are to be replaced"
         )
+
+
+def _copy_run(run_dir: Path, dest: Path) -> Path:
+    """:func:`archive_run`'s copy, once ``dest`` is known not to hold a different run."""
     dest.mkdir(parents=True, exist_ok=True)
     src_done, dest_done = RunDir(run_dir).done_path, RunDir(dest).done_path
     dest_done.unlink(missing_ok=True)
@@ -122,27 +132,19 @@ def archive_grid(spec: SweepSpec, out: Path, gft: bool = True) -> List[Path]:
 
     spec.validate()
     records, _ = collect(spec)
+    todo = [
+        (combo, rec, Path(out) / spec.profile / rec.path.name)
+        for combo, rec in sorted(records.items(), key=lambda kv: kv[0].name)
+    ]
+    # checked before the silhouettes and before anything is copied: a refused grid changes nothing
+    _refuse_clashes([(dest, archived_differences(rec.path, dest)) for _, rec, dest in todo])
     if gft:
         for order in spec.orders:
             gft_silhouettes(by_method_seed(records, order))  # stores silhouette.json per run
     moda = set(BASES.values())
-    todo = sorted(records.items(), key=lambda kv: kv[0].name)
-    clashes = [
-        f"{dest}: {'; '.join(diffs)}"
-        for _, rec in todo
-        for dest in [Path(out) / spec.profile / rec.path.name]
-        for diffs in [archived_differences(rec.path, dest)]
-        if diffs
-    ]
-    if clashes:  # checked before anything is copied, so a refused grid changes nothing
-        raise CosamError(
-            f"{len(clashes)} archived run(s) under {Path(out) / spec.profile} would be replaced by runs "
-            f"whose numbers differ: {' | '.join(clashes)}. Fix: archive into another folder (--out), "
-            "or move those runs away first if they are to be replaced"
-        )
     done = []
-    for combo, rec in todo:
+    for combo, rec, dest in todo:
         if gft and combo.method in moda and not (rec.path / "silhouette.json").is_file():
             raise FileNotFoundError(f"{rec.path}: no silhouette.json after computing it")
-        done.append(archive_run(rec.path, Path(out) / spec.profile / rec.path.name))
+        done.append(_copy_run(rec.path, dest))
     return done
