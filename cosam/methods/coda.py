@@ -58,7 +58,13 @@ from ..data.benchmark import Task
 from ..data.domains import PAPER_ORDER
 from ..errors import ConfigError
 from .base import Experience
-from .l2p import PromptStrategy, check_init, check_prompt_scale, sam_prompt_token_norm
+from .l2p import (
+    PromptStrategy,
+    check_init,
+    check_prompt_scale,
+    mean_direction,
+    sam_prompt_token_norm,
+)
 
 KEY_INITS = ("query", "ortho")
 
@@ -223,7 +229,7 @@ class CodaPrompt(PromptStrategy):
         t = self._current
         if self.opts.key_init != "query" or bool(self.key_ready[t]):
             return
-        key = F.normalize(F.normalize(q, dim=1).mean(dim=0), dim=0)
+        key = mean_direction(q)
         self.k_slices[t].copy_(key.expand_as(self.k_slices[t]))
         self.a_slices[t].fill_(self.opts.embed_dim**-0.5)
         self.key_ready[t] = True

@@ -43,7 +43,7 @@ from ..data.benchmark import Task
 from ..data.domains import PAPER_ORDER
 from ..errors import ConfigError
 from .base import Experience
-from .l2p import PromptStrategy, check_init, check_prompt_scale, uniform_prompts
+from .l2p import PromptStrategy, check_init, check_prompt_scale, mean_direction, uniform_prompts
 
 KEY_INITS = ("query", "uniform")
 
@@ -155,7 +155,7 @@ class DualPrompt(PromptStrategy):
         if self.training:
             slot = task_ids.long()
             if self.opts.key_init == "query":
-                self._init_keys(qn, slot)
+                self._init_keys(q, slot)
                 keys = torch.stack(list(self.e_keys))
             match = (qn * F.normalize(keys[slot], dim=1)).sum() / b
         else:
@@ -169,9 +169,9 @@ class DualPrompt(PromptStrategy):
         return tokens, match
 
     @torch.no_grad()
-    def _init_keys(self, qn: Tensor, slot: Tensor) -> None:
+    def _init_keys(self, q: Tensor, slot: Tensor) -> None:
         """Set each not-yet-initialised key of ``slot`` to the mean direction of its images'
-        normalised queries ``qn`` (B,256) in this (the task's first) batch.
+        queries ``q`` (B,256) in this (the task's first) batch (:func:`mean_direction`).
 
         The key the pull constraint converges to is that direction; started U(−1, 1) at norm
         ≈ 9, Adam's steps of about lr per coordinate left the keys near their random start (cpu
@@ -181,7 +181,7 @@ class DualPrompt(PromptStrategy):
         """
         for i in slot.unique().tolist():
             if not bool(self.key_ready[i]):
-                self.e_keys[i].copy_(F.normalize(qn[slot == i].mean(dim=0), dim=0))
+                self.e_keys[i].copy_(mean_direction(q[slot == i]))
                 self.key_ready[i] = True
 
     def cost(self):

@@ -96,6 +96,12 @@ def uniform_prompts(shape: Sequence[int], model: Any, init: str, scale: float = 
     return t
 
 
+def mean_direction(q: Tensor) -> Tensor:
+    """(B,256) queries -> (256,) unit vector: the mean of their unit directions (a key started at
+    a task's query direction, as DualPrompt's and CODA-Prompt's ``key_init="query"``)."""
+    return F.normalize(F.normalize(q, dim=1).mean(dim=0), dim=0)
+
+
 def check_prompt_scale(scale: Any) -> None:
     """Raise ConfigError unless ``scale`` (``method_options.prompt_scale``) is a positive number."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
